@@ -1,0 +1,1 @@
+"""Encoder, custom layers and the captioner (see ../shared/DESIGN.md, "Layout")."""

@@ -1,0 +1,2 @@
+"""Data preparation and loading: NeuralTalk2-format preprocessing, image reading, the synthetic
+shapes dataset and the tf.data loader."""

@@ -1,0 +1,188 @@
+"""A ``tf.data`` pipeline over one split of a preprocessed dataset (NeuralTalk2 HDF5 + JSON).
+
+Images are streamed from the HDF5 batch by batch (never loaded whole), turned from (3, S, S)
+into (S, S, 3) and preprocessed for the encoder; captions are held in memory. Each element is a
+batch of ``B`` images with ``N = seq_per_img`` captions each::
+
+    x = {"images": (B, S, S, 3) float32, "words": (B, N, T - 1) int32}   previous words
+    y = (B, N, T - 1) int32                                              the caption shifted by one
+    sample_weight = (B, N, T - 1) float32                                1 on words, 0 on padding
+
+where ``T`` is the HDF5's ``max_length`` (``words = labels[:, :-1]``, ``y = labels[:, 1:]``).
+Training draws ``N`` random captions per image each epoch (the seed's behaviour is ``N = 1``) and
+shuffles images, both seeded by ``(seed, epoch)`` so that an epoch can be replayed exactly.
+Evaluation keeps the stored order, takes the first ``N`` captions, and appends the image ids:
+``(x, y, sample_weight, image_ids)``. The last partial batch is always kept.
+"""
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from imcap.utils.fileio import DataError, load_json
+
+LABEL_FIELDS = ("labels", "label_start_ix", "label_end_ix", "label_length")
+# keras.applications "caffe" preprocessing (ResNet50, VGG16, VGG19): RGB -> BGR, minus the
+# ImageNet mean
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+ENCODERS = ("resnet", "vgg16", "vgg19")
+
+
+def check_encoder(cnn):
+    if cnn not in ENCODERS:
+        raise ValueError(f"cnn must be one of {', '.join(ENCODERS)}, got {cnn!r}")
+
+
+def preprocess_images(images, cnn="resnet", bgr=False):
+    """Preprocesses (B, S, S, 3) images in 0..255 for ``cnn``, as keras.applications does.
+
+    ``bgr=True`` says the channels are already in BGR order (the loader flips them in NumPy,
+    where it costs almost nothing; ``tf.reverse`` on the channel axis is slow on CPU).
+    """
+    check_encoder(cnn)
+    if not bgr:
+        images = tf.gather(images, [2, 1, 0], axis=-1)
+    return tf.cast(images, tf.float32) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
+
+
+class CaptionData:
+    """One split of a preprocessed dataset: captions in memory, images read from the HDF5.
+
+    Args:
+        h5_path: the HDF5 written by ``prepro_coco.py`` (or by the seed's script).
+        json_path: its JSON (``ix_to_word`` and ``images`` with their splits).
+        split: ``"train"``, ``"val"``, ``"test"`` (or ``"restval"`` if kept separate).
+        with_images: ``False`` for a labels-only HDF5 (``--no_images``).
+    """
+
+    def __init__(self, h5_path, json_path, split, with_images=True):
+        self.h5_path = h5_path
+        self.split = split
+        self.with_images = with_images
+        info = load_json(json_path, "vocabulary json")
+        if not isinstance(info, dict) or not isinstance(info.get("ix_to_word"), dict) \
+                or not isinstance(info.get("images"), list):
+            raise DataError(f"vocabulary json {json_path}: expected an object with 'ix_to_word' "
+                            f"and 'images', as prepro_coco.py writes")
+        self.ix_to_word = {int(ix): word for ix, word in info["ix_to_word"].items()}
+        self.vocab_size = len(self.ix_to_word) + 1  # word 0 is padding
+        try:
+            splits = [image["split"] for image in info["images"]]
+        except (TypeError, KeyError):
+            raise DataError(f"vocabulary json {json_path}: every entry of 'images' needs a "
+                            f"'split'") from None
+        self.positions = np.array([i for i, s in enumerate(splits) if s == split], dtype=np.int64)
+        if not len(self.positions):
+            found = sorted(set(splits))
+            raise DataError(f"vocabulary json {json_path}: split {split!r} has no images "
+                            f"(splits present: {', '.join(found) or 'none'})")
+        self.image_ids = np.array([info["images"][i].get("id", -1) for i in self.positions],
+                                  dtype=np.int64)
+        self._read_labels(h5_path, json_path, len(splits))
+        self._h5 = None
+
+    def _read_labels(self, h5_path, json_path, num_images):
+        try:
+            h5 = h5py.File(h5_path, "r")
+        except FileNotFoundError:
+            raise DataError(f"HDF5 file not found: {h5_path}") from None
+        except OSError as e:
+            raise DataError(f"HDF5 file {h5_path} cannot be read: {e}") from None
+        with h5:
+            fields = LABEL_FIELDS + (("images",) if self.with_images else ())
+            for field in fields:
+                if field not in h5:
+                    raise DataError(f"HDF5 file {h5_path}: dataset '{field}' is missing")
+            labels = h5["labels"][()]
+            start, end = h5["label_start_ix"][()], h5["label_end_ix"][()]
+            sizes = {"label_start_ix": len(start), "label_end_ix": len(end)}
+            if self.with_images:
+                sizes["images"] = h5["images"].shape[0]
+                if h5["images"].ndim != 4 or h5["images"].shape[1] != 3:
+                    raise DataError(f"HDF5 file {h5_path}: dataset 'images' has shape "
+                                    f"{h5['images'].shape}, expected (N, 3, S, S)")
+                self.image_size = h5["images"].shape[2]
+        for field, size in sizes.items():
+            if size != num_images:
+                raise DataError(f"HDF5 file {h5_path}: dataset '{field}' has {size} entries but "
+                                f"{json_path} lists {num_images} images")
+        if labels.ndim != 2 or np.any(start < 1) or np.any(end < start) \
+                or np.any(end > len(labels)):
+            raise DataError(f"HDF5 file {h5_path}: label_start_ix/label_end_ix must be 1-based "
+                            f"inclusive pointers into the {len(labels)} rows of 'labels'")
+        if labels.max(initial=0) >= self.vocab_size:
+            raise DataError(f"HDF5 file {h5_path}: 'labels' holds word id {labels.max()} but "
+                            f"{json_path} has only {self.vocab_size - 1} words; the two files "
+                            f"do not belong together")
+        self.labels = labels.astype(np.int32)
+        self.label_start = start[self.positions].astype(np.int64) - 1  # 0-based rows
+        self.label_count = end[self.positions].astype(np.int64) - self.label_start
+        self.seq_length = labels.shape[1]
+
+    def __len__(self):
+        return len(self.positions)
+
+    def caption_rows(self, seq_per_img, rng=None):
+        """(n, seq_per_img) rows of ``labels``: random without replacement (repeated when an image
+        has fewer captions) if ``rng`` is given, else each image's first captions in order."""
+        n, counts = len(self), self.label_count
+        if rng is None:
+            choice = np.arange(seq_per_img)[None, :] % counts[:, None]
+        else:
+            max_count = int(counts.max())
+            keys = rng.random((n, max_count))
+            keys[np.arange(max_count)[None, :] >= counts[:, None]] = np.inf
+            shuffled = np.argsort(keys, axis=1)
+            wrap = np.arange(seq_per_img)[None, :] % counts[:, None]
+            choice = np.take_along_axis(shuffled, wrap, axis=1)
+        return self.label_start[:, None] + choice
+
+    def epoch_plan(self, seq_per_img=1, seed=123, epoch=0, training=True):
+        """Which images (indices into this split) and caption rows one epoch visits, in order."""
+        if training:
+            rng = np.random.default_rng([seed, epoch])
+            order = rng.permutation(len(self))
+            rows = self.caption_rows(seq_per_img, rng)[order]
+        else:
+            order = np.arange(len(self))
+            rows = self.caption_rows(seq_per_img)
+        return order, rows
+
+    def read_images(self, split_indices):
+        """(B, S, S, 3) uint8 images for indices into this split, read from the HDF5."""
+        if self._h5 is None:
+            self._h5 = h5py.File(self.h5_path, "r")
+        dataset = self._h5["images"]
+        # one read per image: h5py's fancy indexing (dataset[list]) is ~100x slower
+        images = np.stack([dataset[p] for p in self.positions[split_indices]])
+        return images.transpose(0, 2, 3, 1)
+
+    def dataset(self, batch_size, cnn="resnet", training=True, seq_per_img=1, seed=123, epoch=0):
+        """The ``tf.data.Dataset`` of one epoch (see the module docstring)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if seq_per_img < 1:
+            raise ValueError(f"seq_per_img must be at least 1, got {seq_per_img}")
+        if not self.with_images:
+            raise ValueError(f"{self.h5_path} was opened without images")
+        order, rows = self.epoch_plan(seq_per_img, seed, epoch, training)
+        captions = self.labels[rows]  # (n, N, T)
+        slices = (order, captions) + (() if training else (self.image_ids[order],))
+        size = self.image_size
+
+        check_encoder(cnn)
+
+        def read_bgr(indices):
+            return np.ascontiguousarray(self.read_images(indices)[..., ::-1])
+
+        def load(indices, caps, *ids):
+            images = tf.numpy_function(read_bgr, [indices], tf.uint8)
+            images.set_shape((None, size, size, 3))
+            x = {"images": preprocess_images(images, cnn, bgr=True), "words": caps[:, :, :-1]}
+            targets = caps[:, :, 1:]
+            weights = tf.cast(targets > 0, tf.float32)
+            return (x, targets, weights) + ids
+
+        data = tf.data.Dataset.from_tensor_slices(slices).batch(batch_size)
+        data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return data.prefetch(tf.data.AUTOTUNE)

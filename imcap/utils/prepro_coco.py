@@ -1,0 +1,292 @@
+"""Preprocess a captioning dataset into the NeuralTalk2 JSON + HDF5 that imcap trains on.
+
+Usage (from ``imcap/utils``, as the seed documents it; or ``python -m imcap.utils.prepro_coco``,
+or ``imcap-prepro``)::
+
+    python prepro_coco.py --input_json coco_raw.json --output_json OUT.json \\
+        --output_h5 OUT.h5 --images_root COCO_IMAGES
+    python prepro_coco.py --coco_path COCO --output_json OUT.json --output_h5 OUT.h5
+    python prepro_coco.py --karpathy_json dataset_coco.json --images_root COCO/images ...
+
+Input, one of:
+
+* ``--input_json``: NeuralTalk2's raw list ``[{"file_path": "val2014/x.jpg",
+  "captions": ["A man ...", ...], "id": 391895}, ...]``, ``file_path`` relative to
+  ``--images_root``;
+* ``--coco_path DIR``: ``DIR/annotations/captions_{train,val}2014.json`` and
+  ``DIR/images/{train,val}2014/`` (``--year`` changes 2014);
+* ``--karpathy_json``: Karpathy's ``dataset_coco.json`` / ``dataset_flickr8k.json`` /
+  ``dataset_flickr30k.json`` (``{"images": [{"filepath"?, "filename", "split",
+  "sentences": [{"raw"}], "cocoid" or "imgid"}]}``), splits included.
+
+Splits: the seed's random split (after ``random.seed(123); random.shuffle``, the first
+``--num_val`` images are val, the next ``--num_test`` test, the rest train), Karpathy's from its
+JSON, or ``--splits_dir`` holding ``coco_{train,restval,val,test}.txt`` file-name lists.
+``restval`` joins train unless ``--keep_restval``.
+
+Output:
+
+* ``--output_h5``: ``labels`` (M, max_length) uint32, word ids zero-padded;
+  ``label_start_ix``, ``label_end_ix`` (N,) uint32, 1-based inclusive pointers into ``labels``
+  for each image; ``label_length`` (M,) uint32 words per caption, markers included;
+  ``images`` (N, 3, S, S) uint8 RGB (not with ``--no_images``);
+* ``--output_json``: ``{"ix_to_word": {"1": "<start>", ...}, "images": [{"split",
+  "file_path", "id"}, ...]}`` in the order of the HDF5;
+* ``<output_json minus .json>_{val,test}_gt.json``: COCO-format ground-truth captions of val and
+  test (raw captions), which eval_caps scores against.
+
+Text processing is the seed's, exactly (see ``imcap.utils.vocab``): with the seed's defaults the
+labels, pointers, lengths, vocabulary and image list equal what the seed's script writes under
+Python 3. Every output is written under ``<name>.partial`` and renamed when complete.
+"""
+
+import argparse
+import os
+import random
+import sys
+
+if __name__ == "__main__" and not __package__:
+    # run as a script from imcap/utils: import the package, not this folder's modules
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from imcap.utils import coco_gt, fileio, images, sources, vocab
+from imcap.utils.fileio import DataError
+
+WRITE_BLOCK = 64  # images per HDF5 write
+
+
+def load_records(params):
+    """Reads the chosen input and assigns Karpathy or split-list splits (random splits come later)."""
+    if params["coco_path"]:
+        records = sources.load_coco(params["coco_path"], params["year"])
+    elif params["karpathy_json"]:
+        records = sources.load_karpathy(params["karpathy_json"])
+    else:
+        records = sources.load_raw_json(params["input_json"])
+    if params["splits_dir"]:
+        records, unlisted = sources.apply_split_lists(records, params["splits_dir"])
+        if unlisted:
+            print(f"left out {unlisted} images named in no split list of {params['splits_dir']}")
+    if not records:
+        raise DataError("the input holds no images")
+    return records
+
+
+def process_text(records, params):
+    """Tokenizes, builds the vocabulary, assigns random splits if needed, and encodes captions.
+
+    Returns ``(vocabulary list, labels, label_start_ix, label_end_ix, label_length)``.
+    """
+    threshold = params["word_count_threshold"]
+    tokens = [[vocab.tokenize(c) for c in r["captions"]] for r in records]
+    print("example processed tokens:")
+    for image_tokens in tokens[:10]:
+        print(image_tokens[0])
+    flat = [t for image_tokens in tokens for t in image_tokens]
+    counts = vocab.count_words(flat)
+    print("\n".join(vocab.vocab_report(counts, threshold, flat)))
+    words = vocab.build_vocab(counts, threshold)
+    if words[-1] == vocab.UNK:
+        print("inserting the special UNK token")
+    if records[0]["split"] is None:
+        sources.assign_random_splits(records, params["num_val"], params["num_test"])
+        print("assigned %d to val, %d to test." % (params["num_val"], params["num_test"]))
+    split_sizes = {s: sum(r["split"] == s for r in records) for s in sources.SPLITS}
+    print("split sizes: " + ", ".join(f"{s} {n}" for s, n in split_sizes.items() if n))
+    if not split_sizes["train"]:
+        print("warning: the train split is empty (--num_val and --num_test cover every image)")
+    final = [[vocab.apply_unk(t, counts, threshold) for t in image_tokens]
+             for image_tokens in tokens]
+    word_to_ix = {w: i + 1 for i, w in enumerate(words)}
+    arrays = vocab.encode_captions(final, word_to_ix, params["max_length"])
+    print("encoded captions to array of size ", repr(arrays[0].shape))
+    return (words,) + arrays
+
+
+def check_image_files(records, images_root, skip_bad):
+    """Fails fast (before any decoding) on a missing image file; returns indices of missing ones."""
+    missing = []
+    for i, record in enumerate(records):
+        path = os.path.join(images_root, record["file_path"])
+        if not os.path.isfile(path):
+            if not skip_bad:
+                raise DataError(f"image {i} ({record['file_path']}): file not found: {path}")
+            missing.append(i)
+    return missing
+
+
+def write_images(h5_file, records, params, skip):
+    """Streams every image into ``images`` (N, 3, S, S) uint8; returns indices of bad images."""
+    size = params["imsize"]
+    skip = set(skip)
+    wanted = [i for i in range(len(records)) if i not in skip]
+    paths = [os.path.join(params["images_root"], records[i]["file_path"]) for i in wanted]
+    dataset = h5_file.create_dataset("images", (len(wanted), 3, size, size), dtype="uint8",
+                                     maxshape=(None, 3, size, size), chunks=(1, 3, size, size))
+    block = np.empty((WRITE_BLOCK, 3, size, size), dtype=np.uint8)
+    bad, filled, written = list(skip), 0, 0
+    with tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr) as progress:
+        for k, result in images.read_images(paths, size, params["workers"]):
+            if isinstance(result, str):
+                if not params["skip_bad_images"]:
+                    raise DataError(f"image {wanted[k]} ({records[wanted[k]]['file_path']}): "
+                                    f"{result}")
+                bad.append(wanted[k])
+            else:
+                block[filled] = result
+                filled += 1
+                if filled == WRITE_BLOCK:
+                    dataset[written:written + filled] = block
+                    written, filled = written + filled, 0
+            progress.update(1)
+    dataset[written:written + filled] = block[:filled]
+    dataset.resize(written + filled, axis=0)
+    return sorted(bad)
+
+
+def write_labels(h5_file, labels, label_start_ix, label_end_ix, label_length):
+    h5_file.create_dataset("labels", dtype="uint32", data=labels)
+    h5_file.create_dataset("label_start_ix", dtype="uint32", data=label_start_ix)
+    h5_file.create_dataset("label_end_ix", dtype="uint32", data=label_end_ix)
+    h5_file.create_dataset("label_length", dtype="uint32", data=label_length)
+
+
+def output_json(words, records):
+    """The seed's output JSON: 1-based vocabulary and the image list in HDF5 order."""
+    images_out = []
+    for record in records:
+        entry = {"split": record["split"], "file_path": record["file_path"]}
+        if record["id"] is not None:
+            entry["id"] = record["id"]
+        images_out.append(entry)
+    return {"ix_to_word": {i + 1: w for i, w in enumerate(words)}, "images": images_out}
+
+
+def main(params):
+    """Runs the preprocessing; returns the paths written."""
+    records = load_records(params)
+    random.seed(123)  # the seed's shuffle, for identical output
+    random.shuffle(records)
+    if records[0]["split"] is not None:
+        sources.merge_restval(records, params["keep_restval"])
+
+    for path in (params["output_h5"], params["output_json"]):
+        fileio.prepare_output(path)
+    text = process_text(records, params)
+    gt_splits = [s for s in coco_gt.GT_SPLITS if any(r["split"] == s for r in records)]
+    outputs = [params["output_h5"], params["output_json"]]
+    outputs += [coco_gt.gt_path(params["output_json"], s) for s in gt_splits]
+    try:
+        with h5py.File(fileio.partial_path(params["output_h5"]), "w") as h5_file:
+            if not params["no_images"]:
+                missing = check_image_files(records, params["images_root"],
+                                            params["skip_bad_images"])
+                bad = write_images(h5_file, records, params, missing)
+                if bad:
+                    print(f"dropped {len(bad)} unreadable images:")
+                    for i in bad:
+                        print(f"  {records[i]['file_path']}")
+                    bad = set(bad)
+                    records = [r for i, r in enumerate(records) if i not in bad]
+                    if not records:
+                        raise DataError("every image was unreadable")
+                    print("recomputing the vocabulary without them")
+                    text = process_text(records, params)
+            write_labels(h5_file, *text[1:])
+        fileio.write_json(fileio.partial_path(params["output_json"]), output_json(text[0], records))
+        if all(r["id"] is not None for r in records):
+            for split in gt_splits:
+                gt = coco_gt.build_gt(records, split, params["source"])
+                fileio.write_json(fileio.partial_path(outputs[2 + gt_splits.index(split)]), gt)
+        else:
+            print("images have no 'id': no ground-truth caption files written")
+            outputs = outputs[:2]
+        # the JSON last: a JSON in place means the whole run finished
+        for path in [outputs[0]] + outputs[2:] + [outputs[1]]:
+            fileio.commit(path)
+    except BaseException:
+        for path in outputs:
+            fileio.discard(path)
+        raise
+    for path in outputs:
+        print("wrote ", path)
+    return outputs
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description="Preprocess captions and images into NeuralTalk2 JSON + HDF5 for imcap.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input_json", default="./coco_raw.json",
+                        help="NeuralTalk2 raw json [{file_path, captions, id}] (the seed's input)")
+    source.add_argument("--coco_path", default=None,
+                        help="MS COCO folder with annotations/captions_{train,val}YEAR.json and "
+                             "images/{train,val}YEAR")
+    source.add_argument("--karpathy_json", default=None,
+                        help="Karpathy's dataset_coco.json / dataset_flickr8k.json / "
+                             "dataset_flickr30k.json, splits included")
+    parser.add_argument("--year", default="2014", help="COCO year of --coco_path")
+    parser.add_argument("--splits_dir", default=None,
+                        help="folder with coco_{train,restval,val,test}.txt file-name lists")
+    parser.add_argument("--keep_restval", action="store_true",
+                        help="keep Karpathy's restval as its own split (default: it joins train)")
+    parser.add_argument("--num_val", default=2000, type=int,
+                        help="random split: number of validation images")
+    parser.add_argument("--num_test", default=2000, type=int,
+                        help="random split: number of test images")
+    parser.add_argument("--output_json", default="cocotalk_challenge.json", help="output json file")
+    parser.add_argument("--output_h5", default="cocotalk_challenge.h5", help="output h5 file")
+    parser.add_argument("--max_length", default=18, type=int,
+                        help="max words per caption, <start> and <eos> included; longer ones are "
+                             "clipped")
+    parser.add_argument("--images_root", default=None,
+                        help="folder the file paths are relative to (default with --coco_path: "
+                             "COCO/images)")
+    parser.add_argument("--word_count_threshold", default=5, type=int,
+                        help="only words that occur more than this number of times are kept")
+    parser.add_argument("--imsize", default=256, type=int, help="side of the stored square images")
+    parser.add_argument("--workers", default=os.cpu_count(), type=int,
+                        help="processes decoding images (default: all cores)")
+    parser.add_argument("--no_images", action="store_true",
+                        help="labels only, no images dataset (for precomputed features)")
+    parser.add_argument("--skip_bad_images", action="store_true",
+                        help="drop unreadable or missing images and list them, instead of stopping")
+    return parser
+
+
+def parse_params(argv=None):
+    """Parses and checks the command line; errors exit with argparse's usage message."""
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.splits_dir and args.karpathy_json:
+        parser.error("--splits_dir cannot be combined with --karpathy_json (it has its own splits)")
+    for name, low in (("num_val", 0), ("num_test", 0), ("word_count_threshold", 0),
+                      ("max_length", 2), ("imsize", 1), ("workers", 1)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name} must be at least {low}, got {getattr(args, name)}")
+    if args.images_root is None:
+        if args.coco_path:
+            args.images_root = os.path.join(args.coco_path, "images")
+        elif not args.no_images:
+            parser.error("--images_root is required (the folder that file paths are relative to)")
+    params = vars(args)
+    params["source"] = args.coco_path or args.karpathy_json or args.input_json
+    return params
+
+
+def cli(argv=None):
+    """Console entry point: one-line error and exit status 1 on bad input."""
+    params = parse_params(argv)
+    try:
+        main(params)
+    except DataError as e:
+        print(f"prepro_coco: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,30 @@
+"""Shared fixtures: small generated datasets. No test reads ../shared or the network."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from imcap.utils import make_shapes, prepro_coco  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """A tiny synthetic dataset in the MS COCO layout (20 train, 2 restval, 4 val, 4 test)."""
+    out = tmp_path_factory.mktemp("shapes")
+    make_shapes.generate(str(out), num_train=20, num_restval=2, num_val=4, num_test=4,
+                         image_size=48, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shapes_prepro(shapes_dir, tmp_path_factory):
+    """The tiny dataset preprocessed at 32 px with its split lists: (h5 path, json path)."""
+    out = tmp_path_factory.mktemp("prepro")
+    h5, js = str(out / "shapes.h5"), str(out / "shapes.json")
+    prepro_coco.main(prepro_coco.parse_params([
+        "--coco_path", str(shapes_dir), "--splits_dir", str(shapes_dir / "splits"),
+        "--output_json", js, "--output_h5", h5, "--imsize", "32", "--workers", "1",
+        "--word_count_threshold", "0"]))
+    return h5, js
