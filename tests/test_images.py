@@ -1,6 +1,7 @@
 """Image reading: every mode becomes RGB, JPEG draft decoding, parallel reading in order."""
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -117,3 +118,23 @@ def test_parallel_reading_keeps_order_and_reports_failures(tmp_path):
     images = np.concatenate([images for _, images, _ in parallel])
     for i in (0, 20, 36):
         np.testing.assert_array_equal(images[i][:, 0, 0], [i, 2 * i, 3 * i])
+
+
+def test_reading_runs_at_most_max_pending_chunks_ahead(tmp_path, monkeypatch):
+    """Memory stays bounded: a slow consumer does not make the readers decode everything."""
+    from imcap.utils import images as images_module
+    calls = []
+    real = images_module._read_chunk
+
+    def counting(paths, size, draft_ratio):
+        calls.append(len(paths))
+        return real(paths, size, draft_ratio)
+
+    monkeypatch.setattr(images_module, "_read_chunk", counting)
+    paths = [save(tmp_path, Image.new("RGB", (4, 4)), f"{i}.png") for i in range(40)]
+    reader = read_images(paths, 4, workers=2, chunk=2, max_pending=3)
+    next(reader)
+    time.sleep(0.2)  # give the threads every chance to run ahead
+    assert len(calls) <= 4  # the chunk handed out plus three pending
+    rest = list(reader)
+    assert len(calls) == 20 and len(rest) == 19

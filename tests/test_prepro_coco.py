@@ -206,6 +206,36 @@ def test_splits_dir_matches_karpathy_json(shapes_dir, tmp_path):
     assert sorted(split_a.values()).count("test") == 4
 
 
+def test_flickr_style_karpathy_json(tmp_path):
+    """dataset_flickr8k.json has no 'filepath' and no 'cocoid': paths are file names, ids imgid."""
+    (tmp_path / "Flickr8k").mkdir()
+    images = []
+    for i, split in enumerate(["train", "train", "val", "test"]):
+        name = f"{1000 + i}_abc.jpg"
+        Image.new("RGB", (12, 9), (50 * i, 0, 0)).save(tmp_path / "Flickr8k" / name)
+        images.append({"filename": name, "imgid": i, "split": split, "sentids": [2 * i],
+                       "sentences": [{"raw": f"A dog runs {i}.", "tokens": [], "imgid": i}]})
+    karpathy = tmp_path / "dataset_flickr8k.json"
+    karpathy.write_text(json.dumps({"dataset": "flickr8k", "images": images}))
+    run(["--karpathy_json", karpathy, "--images_root", tmp_path / "Flickr8k", "--imsize", 6,
+         "--workers", 1, "--output_json", tmp_path / "d.json", "--output_h5", tmp_path / "d.h5"])
+    arrays, info = read_outputs(tmp_path)
+    by_id = {im["id"]: im for im in info["images"]}
+    assert by_id[2] == {"split": "val", "file_path": "1002_abc.jpg", "id": 2}
+    assert sorted(im["split"] for im in info["images"]) == ["test", "train", "train", "val"]
+    position = [im["id"] for im in info["images"]].index(3)
+    assert arrays["images"][position, 0, 0, 0] == 150
+    gt = COCO(str(tmp_path / "d_test_gt.json"))
+    assert gt.imgToAnns[3][0]["caption"] == "A dog runs 3."
+
+
+def test_random_split_sizes_conflict_with_given_splits(shapes_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        prepro_coco.parse_params(["--karpathy_json", "x.json", "--num_val", "5",
+                                  "--images_root", "."])
+    assert "--karpathy_json already gives the splits" in capsys.readouterr().err
+
+
 def test_split_list_naming_unknown_file(shapes_dir, tmp_path):
     splits = tmp_path / "splits"
     splits.mkdir()

@@ -228,10 +228,10 @@ def get_parser():
                         help="folder with coco_{train,restval,val,test}.txt file-name lists")
     parser.add_argument("--keep_restval", action="store_true",
                         help="keep Karpathy's restval as its own split (default: it joins train)")
-    parser.add_argument("--num_val", default=2000, type=int,
-                        help="random split: number of validation images")
-    parser.add_argument("--num_test", default=2000, type=int,
-                        help="random split: number of test images")
+    parser.add_argument("--num_val", default=None, type=int,
+                        help="random split: number of validation images (default 2000)")
+    parser.add_argument("--num_test", default=None, type=int,
+                        help="random split: number of test images (default 2000)")
     parser.add_argument("--output_json", default="cocotalk_challenge.json", help="output json file")
     parser.add_argument("--output_h5", default="cocotalk_challenge.h5", help="output h5 file")
     parser.add_argument("--max_length", default=18, type=int,
@@ -262,6 +262,13 @@ def parse_params(argv=None):
     args = parser.parse_args(argv)
     if args.splits_dir and args.karpathy_json:
         parser.error("--splits_dir cannot be combined with --karpathy_json (it has its own splits)")
+    given_splits = "--splits_dir" if args.splits_dir else "--karpathy_json" if \
+        args.karpathy_json else None
+    for name in ("num_val", "num_test"):
+        if getattr(args, name) is None:
+            setattr(args, name, 2000)
+        elif given_splits:
+            parser.error(f"--{name} sets the random split; {given_splits} already gives the splits")
     for name, low in (("num_val", 0), ("num_test", 0), ("word_count_threshold", 0),
                       ("max_length", 2), ("imsize", 1), ("workers", 1)):
         if getattr(args, name) < low:
