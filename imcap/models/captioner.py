@@ -1,0 +1,189 @@
+"""The captioner of Lu et al. (2017) as the seed's model.py builds it: one functional model for
+teacher-forced training, and a step function with the same weights for decoding."""
+
+import keras
+from keras import ops
+
+from imcap.models.adaptive_attention import AdaptiveAttention
+from imcap.models.caption_collapse import CaptionCollapse
+from imcap.models.caption_expansion import CaptionExpansion
+from imcap.models.config import CaptionerConfig
+from imcap.models.encoder import build_encoder
+from imcap.models.feature_standardization import FeatureStandardization
+from imcap.models.position_embedding import PositionEmbedding
+from imcap.models.precision import policy_scope
+from imcap.models.sentinel_lstm import SentinelLSTM
+
+
+@keras.saving.register_keras_serializable(package="imcap")
+class Captioner(keras.Model):
+    """Images (or precomputed region features) and previous words -> next-word logits.
+
+    Image side, once per image: region features V (K x D) from the CNN, optionally
+    standardised and given a position embedding; v_g = relu(W_g mean(V)) (the seed's ``Vg_``),
+    regions relu(W_i V) (``Vi``) and attention keys relu(W_e Vi) (``Vi_emb``).
+    Caption side: x_t = [relu(embedding(w_{t-1})) ; v_g] feeds the SentinelLSTM (h_t, s_t); the
+    LSTM never sees the attention context, so all T steps of attention and output run at once
+    after it. AdaptiveAttention gives h_z + c_hat_t, then the seed's MLP tanh(W_m .) and the
+    vocabulary logits (float32). ``attention=False`` is the seed's ``--lstm`` baseline: logits
+    straight from h_t.
+
+    Inputs: ``{"images": (B, S, S, 3)}`` or ``{"features": (B, K, D)}``, and
+    ``{"words": (B, N, T)}``, N captions per image (image-side work runs once per image).
+    Output: logits (B, N, T, V) float32, where ``words[..., t]`` predicts word t + 1.
+
+    Decoding uses ``encode`` once per image, ``initial_state``, then ``step`` per word.
+
+    Args:
+        config: a ``CaptionerConfig`` (or its dict); stored by ``get_config``.
+        load_encoder_weights: load ``config.cnn_weights`` into the CNN; False when the weights
+            will be restored from a checkpoint anyway.
+    """
+
+    def __init__(self, config, load_encoder_weights=True, **kwargs):
+        if isinstance(config, dict):
+            config = CaptionerConfig.from_dict(config)
+        dropout_rate = config.dr_ratio if config.dropout_layers else 0.0
+        with policy_scope(config.dtype_policy):
+            # === Layers ===
+            self.encoder = None
+            if config.input_images:
+                self.encoder = build_encoder(
+                    config.cnn, config.cnn_weights if load_encoder_weights else None,
+                    config.image_size, config.cnn_layer)
+                num_regions, feature_dim = self.encoder.output.shape[1:]
+                config = config.replace(num_regions=num_regions, feature_dim=feature_dim)
+            self.standardize = None
+            if config.feature_scale is not None:
+                self.standardize = FeatureStandardization(config.feature_scale,
+                                                          config.feature_center,
+                                                          name="standardize")
+            self.position_embedding = None
+            if config.position_embedding:
+                self.position_embedding = PositionEmbedding(name="position_embedding")
+            self.pool = keras.layers.GlobalAveragePooling1D(name="Vg")
+            self.global_projection = keras.layers.Dense(config.emb_dim, activation="relu",
+                                                        name="Vg_")
+            self.region_projection = keras.layers.Dense(config.z_dim, activation="relu",
+                                                        name="Vi")
+            self.region_keys = keras.layers.Dense(config.emb_dim, activation="relu",
+                                                  name="Vi_emb")
+            self.word_embedding = keras.layers.Embedding(config.vocab_size, config.emb_dim,
+                                                         name="word_embedding")
+            self.word_relu = keras.layers.Activation("relu", name="word_relu")
+            self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
+            self.lstm = SentinelLSTM(config.lstm_dim, dropout=config.dr_ratio,
+                                     recurrent_dropout=config.dr_ratio, name="hs")
+            self.attention = None
+            if config.attention:
+                self.attention = AdaptiveAttention(
+                    config.z_dim, config.emb_dim, use_sentinel=config.sgate,
+                    dropout=dropout_rate, sentinel_dropout=config.sent_dropout, name="attention")
+                self.mlp = keras.layers.Dense(config.emb_dim, activation="tanh", name="mlp")
+            self.logits = keras.layers.Dense(config.vocab_size, name="logits")
+            self.logits_float32 = keras.layers.Activation("linear", dtype="float32",
+                                                          name="logits_float32")
+            self.expand_captions = CaptionExpansion(name="expand_captions")
+            self.collapse_captions = CaptionCollapse(name="collapse_captions")
+
+            # === Functional model ===
+            if config.input_images:
+                image_input = keras.Input((config.image_size, config.image_size, 3),
+                                          name="images")
+                features = self.encoder(image_input)
+            else:
+                image_input = keras.Input((config.num_regions, config.feature_dim),
+                                          name="features")
+                features = image_input
+            words = keras.Input((None, None), dtype="int32", name="words")
+            global_vector, regions, keys = self._image_side(features)
+            flat_words, global_vector, regions, keys = self.expand_captions(
+                [words, global_vector, regions, keys])
+            logits, _ = self._caption_side(flat_words, global_vector, regions, keys)
+            logits = self.collapse_captions([logits, words])
+            inputs = {"images" if config.input_images else "features": image_input,
+                      "words": words}
+            super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+        # === Config ===
+        self.config = config
+
+    def _image_side(self, features, training=None):
+        """v_g (B, emb), regions (B, K, z), keys (B, K, emb): the image-side projections."""
+        if self.standardize is not None:
+            features = self.standardize(features)
+        if self.position_embedding is not None:
+            features = self.position_embedding(features)
+        global_vector = self.dropout(self.global_projection(self.pool(features)),
+                                     training=training)
+        regions = self.dropout(self.region_projection(features), training=training)
+        return global_vector, regions, self.region_keys(regions)
+
+    def _caption_side(self, words, global_vector, regions, keys, training=None):
+        """Logits (B, T, V) and attention weights (B, T, K [+ 1]) or None, for all steps."""
+        embedded = self.dropout(self.word_relu(self.word_embedding(words)), training=training)
+        hidden, sentinel, _ = self.lstm([embedded, global_vector], training=training)
+        return self._output(hidden, sentinel, regions, keys, training)
+
+    def _output(self, hidden, sentinel, regions, keys, training=None):
+        if self.attention is None:
+            return self.logits_float32(self.logits(hidden)), None
+        attention_inputs = [hidden, regions, keys]
+        if self.attention.use_sentinel:
+            attention_inputs.append(sentinel)
+        attended, weights = self.attention(attention_inputs, training=training)
+        out = self.mlp(self.dropout(attended, training=training))
+        return self.logits_float32(self.logits(out)), weights
+
+    # --- decoding ------------------------------------------------------------------------------
+
+    def encode(self, images_or_features):
+        """Image-side tensors for decoding, computed once per image (no dropout)."""
+        features = images_or_features
+        if self.encoder is not None:
+            features = self.encoder(images_or_features, training=False)
+        global_vector, regions, keys = self._image_side(features, training=False)
+        return {"regions": regions, "keys": keys,
+                "lstm_constant": self.lstm.project_constant(global_vector)}
+
+    def initial_state(self, batch_size):
+        """The zero LSTM state ``[h, m]`` for ``batch_size`` captions."""
+        zeros = ops.zeros((batch_size, self.config.lstm_dim), self.lstm.compute_dtype)
+        return [zeros, zeros]
+
+    def step(self, encoded, previous_words, state):
+        """One decoding step for a batch of captions.
+
+        Args:
+            encoded: ``encode``'s output, one row per caption being decoded.
+            previous_words: (B,) int word ids (``<start>`` first).
+            state: ``[h, m]``.
+
+        Returns:
+            ``(log_probabilities (B, V) float32, new state, attention weights alpha (B, K)
+            float32 or None, sentinel weight beta (B,) float32 or None)``; alpha is the
+            attention over the regions (summing to 1 - beta with the sentinel).
+        """
+        embedded = self.word_relu(self.word_embedding(previous_words))
+        hidden, sentinel, state = self.lstm.step(embedded, state, encoded["lstm_constant"])
+        logits, weights = self._output(ops.expand_dims(hidden, 1), ops.expand_dims(sentinel, 1),
+                                       encoded["regions"], encoded["keys"], training=False)
+        log_probabilities = ops.log_softmax(logits[:, 0], axis=-1)
+        alpha = beta = None
+        if weights is not None:
+            weights = weights[:, 0]
+            num_regions = self.config.num_regions
+            alpha = weights[:, :num_regions]
+            if self.config.sgate:
+                beta = weights[:, num_regions]
+        return log_probabilities, state, alpha, beta
+
+    # --- config --------------------------------------------------------------------------------
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config.pop("config"), load_encoder_weights=False, **config)

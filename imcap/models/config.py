@@ -1,0 +1,108 @@
+"""The one typed description of a captioner, stored inside every checkpoint."""
+
+import dataclasses
+
+from imcap.models.encoder import CNNS
+from imcap.models.precision import POLICIES
+
+
+@dataclasses.dataclass
+class CaptionerConfig:
+    """Everything needed to rebuild a captioner; ``Captioner(config)`` builds it.
+
+    The vocabulary comes from the preprocessed JSON (``ix_to_word``), so the output size is never
+    a flag to keep in sync: ``vocab_size`` is ``len(vocabulary) + 1`` (id 0 is padding).
+
+    Attributes:
+        vocabulary: words of ids 1..V-1, in id order (``<start>``, ``<eos>``, ``UNK`` included).
+        max_length: caption length of the training data, markers included (decoding limit).
+        input_images: the model takes images and runs the CNN (``True``) or takes precomputed
+            region features (``False``, stage 1 from a feature cache).
+        cnn, cnn_weights, cnn_layer, image_size: the encoder (see ``build_encoder``).
+        num_regions, feature_dim: K and D of the region features (filled in from the encoder
+            when ``input_images``; required otherwise).
+        emb_dim, z_dim, lstm_dim: the seed's ``-emb_dim``, ``-z_dim``, ``-lstm_dim``.
+        dr_ratio: the LSTM's input and recurrent dropout (the seed's ``-dr_ratio``, always on).
+        dropout_layers: the seed's ``--dr``: dropout at rate ``dr_ratio`` after the image
+            projections, the word embedding, and inside the attention and output MLP.
+        sgate: adaptive attention with the visual sentinel (``--sgate``).
+        attention: spatial attention (``False`` is the seed's ``--lstm`` baseline).
+        sent_dropout: fraction of training captions whose sentinel is switched off.
+        position_embedding: add a learned position embedding to the region features.
+        feature_scale, feature_center: standardisation statistics of the training split
+            (``FeatureStandardization``); None to use raw features.
+        dtype_policy: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+    """
+
+    vocabulary: list
+    max_length: int = 18
+    input_images: bool = True
+    cnn: str = "resnet"
+    cnn_weights: str = "imagenet"
+    cnn_layer: str = None
+    image_size: int = 256
+    num_regions: int = None
+    feature_dim: int = None
+    emb_dim: int = 512
+    z_dim: int = 512
+    lstm_dim: int = 512
+    dr_ratio: float = 0.5
+    dropout_layers: bool = False
+    sgate: bool = False
+    attention: bool = True
+    sent_dropout: float = 0.0
+    position_embedding: bool = False
+    feature_scale: list = None
+    feature_center: list = None
+    dtype_policy: str = "float32"
+
+    def __post_init__(self):
+        if not self.vocabulary or not all(isinstance(w, str) for w in self.vocabulary):
+            raise ValueError("vocabulary must be a non-empty list of words (ids 1..V-1).")
+        self.vocabulary = list(self.vocabulary)
+        for word in ("<start>", "<eos>"):
+            if word not in self.vocabulary:
+                raise ValueError(f"vocabulary must contain {word!r}, as prepro_coco.py writes it.")
+        if self.cnn not in CNNS:
+            raise ValueError(f"cnn must be one of {', '.join(CNNS)}, got {self.cnn!r}.")
+        if self.dtype_policy not in POLICIES:
+            raise ValueError(f"dtype_policy must be one of {', '.join(POLICIES)}, "
+                             f"got {self.dtype_policy!r}.")
+        for name in ("emb_dim", "z_dim", "lstm_dim", "max_length", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        for name in ("dr_ratio", "sent_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.sent_dropout and not (self.sgate and self.attention):
+            raise ValueError("sent_dropout needs the sentinel: set sgate (and not the --lstm "
+                             "baseline).")
+        if not self.input_images and not (self.num_regions and self.feature_dim):
+            raise ValueError("a captioner on precomputed features needs num_regions and "
+                             "feature_dim.")
+
+    @property
+    def vocab_size(self):
+        return len(self.vocabulary) + 1
+
+    @property
+    def start_id(self):
+        return self.vocabulary.index("<start>") + 1
+
+    @property
+    def end_id(self):
+        return self.vocabulary.index("<eos>") + 1
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown captioner config fields: {', '.join(unknown)}.")
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)

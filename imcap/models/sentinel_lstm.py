@@ -1,0 +1,223 @@
+"""The LSTM with a visual sentinel of Lu et al. (2017), eqs. 9-10."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="imcap")
+class SentinelLSTM(keras.layers.Layer):
+    """An LSTM that also emits the visual sentinel s_t (Lu et al. 2017, eqs. 9-10).
+
+        i, f, o = sigmoid(x_t W_{i,f,o} + h_{t-1} U_{i,f,o} + b_{i,f,o})
+        m_t = f * m_{t-1} + i * tanh(x_t W_c + h_{t-1} U_c + b_c),  h_t = o * tanh(m_t)
+        g_t = sigmoid(x_t W_g + h_{t-1} U_g + b_g),                 s_t = g_t * tanh(m_t)
+
+    The weights follow ``keras.layers.LSTM``: ``kernel`` (input, 4 units), ``recurrent_kernel``
+    (units, 4 units), ``bias`` (4 units), gates in the order i, f, c, o, plus the sentinel gate's
+    own ``sentinel_kernel`` (input, units), ``sentinel_recurrent_kernel`` (units, units) and
+    ``sentinel_bias`` (units). Gates are sigmoids (the paper; the seed used hard_sigmoid).
+
+    The input projection of all time steps is one matrix product before the recurrence; only
+    h_{t-1} U runs step by step. The input may come in two parts, ``[sequence, constant]``: a
+    sequence (batch, time, d1) and a per-sequence vector (batch, d2) that is concatenated to every
+    step (the image vector v^g of the captioner), whose projection is computed once.
+
+    Args:
+        units: size of h_t, m_t and s_t.
+        dropout: fraction of the input units dropped (one mask per sequence, all steps).
+        recurrent_dropout: fraction of h_{t-1} units dropped before U (one mask per sequence).
+        unit_forget_bias: initialise the forget-gate bias to 1, as keras.layers.LSTM.
+        kernel_initializer, recurrent_initializer, bias_initializer: as keras.layers.LSTM; the
+            sentinel gate's weights use the same ones.
+
+    Call arguments:
+        inputs: a (batch, time, d) sequence, or ``[sequence, constant]`` as above.
+        mask: optional boolean (batch, time); at a False step the state is carried unchanged
+            and the outputs are zero.
+        training: whether dropout is applied.
+        initial_state: optional ``[h_0, m_0]``, each (batch, units); zeros by default.
+
+    Returns:
+        ``(h, s, [h_T, m_T])``: hidden states and sentinels (batch, time, units), and the
+        final state.
+    """
+
+    def __init__(self, units, dropout=0.0, recurrent_dropout=0.0, unit_forget_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if units < 1:
+            raise ValueError(f"units must be a positive integer, got {units}.")
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}.")
+        self.units = units
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.unit_forget_bias = unit_forget_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.seed_generator = keras.random.SeedGenerator(seed=None)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            input_dim = input_shape[0][-1] + input_shape[1][-1]
+        else:
+            input_dim = input_shape[-1]
+        units = self.units
+        self.kernel = self.add_weight(name="kernel", shape=(input_dim, 4 * units),
+                                      initializer=self.kernel_initializer)
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(units, 4 * units),
+                                                initializer=self.recurrent_initializer)
+        if self.unit_forget_bias:
+            bias_initializer = self.bias_initializer
+
+            def initializer(shape, dtype=None):
+                return ops.concatenate([bias_initializer((units,), dtype=dtype),
+                                        ops.ones((units,), dtype=dtype),
+                                        bias_initializer((2 * units,), dtype=dtype)])
+        else:
+            initializer = self.bias_initializer
+        self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer=initializer)
+        self.sentinel_kernel = self.add_weight(name="sentinel_kernel", shape=(input_dim, units),
+                                               initializer=self.kernel_initializer)
+        self.sentinel_recurrent_kernel = self.add_weight(
+            name="sentinel_recurrent_kernel", shape=(units, units),
+            initializer=self.recurrent_initializer)
+        self.sentinel_bias = self.add_weight(name="sentinel_bias", shape=(units,),
+                                             initializer=self.bias_initializer)
+        self.built = True
+
+    # --- the two halves of a step, shared by the full-sequence call and step() -----------------
+
+    def _input_kernel(self):
+        return ops.concatenate([self.kernel, self.sentinel_kernel], axis=1)  # (input, 5 units)
+
+    def _recurrent_kernel(self):
+        return ops.concatenate([self.recurrent_kernel, self.sentinel_recurrent_kernel], axis=1)
+
+    def _input_bias(self):
+        return ops.concatenate([self.bias, self.sentinel_bias])
+
+    def project_sequence(self, sequence, input_mask=None):
+        """x W + b for every step: (batch, time, 5 units) from a (batch, time, d1) sequence.
+
+        ``input_mask`` is the dropout mask (batch, d1 [+ d2]) or None.
+        """
+        d1 = sequence.shape[-1]
+        kernel = ops.cast(self._input_kernel()[:d1], self.compute_dtype)
+        if input_mask is not None:
+            sequence = sequence * ops.expand_dims(input_mask[:, :d1], 1)
+        return ops.matmul(sequence, kernel) + ops.cast(self._input_bias(), self.compute_dtype)
+
+    def project_constant(self, constant, input_mask=None):
+        """The per-sequence part of x W: (batch, 5 units) from a (batch, d2) constant input.
+
+        Computed once per sequence (once per image when decoding), not once per step.
+        """
+        d2 = constant.shape[-1]
+        kernel = ops.cast(self._input_kernel()[-d2:], self.compute_dtype)
+        if input_mask is not None:
+            constant = constant * input_mask[:, -d2:]
+        return ops.matmul(ops.cast(constant, self.compute_dtype), kernel)
+
+    def recurrence(self, projected_t, h, m, recurrent_mask=None):
+        """One step from the projected input (batch, 5 units) and the state: returns (h, s, m)."""
+        kernel = ops.cast(self._recurrent_kernel(), self.compute_dtype)
+        h_in = h if recurrent_mask is None else h * recurrent_mask
+        z = projected_t + ops.matmul(h_in, kernel)
+        u = self.units
+        i = ops.sigmoid(z[:, :u])
+        f = ops.sigmoid(z[:, u:2 * u])
+        candidate = ops.tanh(z[:, 2 * u:3 * u])
+        o = ops.sigmoid(z[:, 3 * u:4 * u])
+        g = ops.sigmoid(z[:, 4 * u:])
+        m = f * m + i * candidate
+        tanh_m = ops.tanh(m)
+        return o * tanh_m, g * tanh_m, m
+
+    def _dropout_masks(self, batch, input_dim, training):
+        input_mask = recurrent_mask = None
+        if training and self.dropout > 0:
+            input_mask = keras.random.dropout(ops.ones((batch, input_dim), self.compute_dtype),
+                                              self.dropout, seed=self.seed_generator)
+        if training and self.recurrent_dropout > 0:
+            recurrent_mask = keras.random.dropout(
+                ops.ones((batch, self.units), self.compute_dtype), self.recurrent_dropout,
+                seed=self.seed_generator)
+        return input_mask, recurrent_mask
+
+    # --- the full sequence -----------------------------------------------------------------------
+
+    def call(self, inputs, mask=None, training=None, initial_state=None):
+        sequence, constant = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) \
+            else (inputs, None)
+        if isinstance(mask, (list, tuple)):  # Keras passes one mask per input; the sequence's
+            mask = mask[0]
+        batch = ops.shape(sequence)[0]
+        input_dim = self.kernel.shape[0]
+        input_mask, recurrent_mask = self._dropout_masks(batch, input_dim, training)
+        projected = self.project_sequence(sequence, input_mask)
+        if constant is not None:
+            projected = projected + ops.expand_dims(self.project_constant(constant, input_mask), 1)
+        projected = ops.transpose(projected, (1, 0, 2))  # (time, batch, 5 units)
+        if initial_state is None:
+            zeros = ops.zeros((batch, self.units), self.compute_dtype)
+            initial_state = [zeros, zeros]
+        h0, m0 = (ops.cast(t, self.compute_dtype) for t in initial_state)
+
+        if mask is None:
+            def step(carry, projected_t):
+                h, s, m = self.recurrence(projected_t, carry[0], carry[1], recurrent_mask)
+                return (h, m), (h, s)
+
+            (h_last, m_last), (hs, ss) = ops.scan(step, (h0, m0), projected)
+        else:
+            step_mask = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
+
+            def step(carry, elements):
+                projected_t, keep = elements
+                h, s, m = self.recurrence(projected_t, carry[0], carry[1], recurrent_mask)
+                zeros = ops.zeros_like(h)
+                return ((ops.where(keep, h, carry[0]), ops.where(keep, m, carry[1])),
+                        (ops.where(keep, h, zeros), ops.where(keep, s, zeros)))
+
+            (h_last, m_last), (hs, ss) = ops.scan(step, (h0, m0), (projected, step_mask))
+        hs = ops.transpose(hs, (1, 0, 2))  # (batch, time, units)
+        ss = ops.transpose(ss, (1, 0, 2))
+        return hs, ss, [h_last, m_last]
+
+    def step(self, x_t, state, projected_constant=None):
+        """One decoding step (no dropout): x_t (batch, d1), state ``[h, m]``, and the output of
+        ``project_constant`` if the layer takes a constant -> ``(h_t, s_t, [h_t, m_t])``."""
+        projected = self.project_sequence(ops.expand_dims(x_t, 1))[:, 0]
+        if projected_constant is not None:
+            projected = projected + projected_constant
+        h, s, m = self.recurrence(projected, ops.cast(state[0], self.compute_dtype),
+                                  ops.cast(state[1], self.compute_dtype))
+        return h, s, [h, m]
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # the mask is applied here; the outputs are zero at padded steps
+
+    def compute_output_spec(self, inputs, mask=None, training=None, initial_state=None):
+        sequence = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        batch, time = sequence.shape[0], sequence.shape[1]
+        seq = keras.KerasTensor((batch, time, self.units), dtype=self.compute_dtype)
+        state = keras.KerasTensor((batch, self.units), dtype=self.compute_dtype)
+        return seq, keras.KerasTensor(seq.shape, dtype=self.compute_dtype), [state, state]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "unit_forget_bias": self.unit_forget_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        })
+        return config

@@ -1,0 +1,137 @@
+"""SentinelLSTM: shapes, config, golden numbers from NumPy, Keras LSTM layout, masks, dropout."""
+
+import keras
+import numpy as np
+import pytest
+
+from imcap.models.sentinel_lstm import SentinelLSTM
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_sentinel_lstm(x, kernel, recurrent, bias, s_kernel, s_recurrent, s_bias):
+    """Lu et al. eqs. 9-10 with Keras' gate order i, f, c, o, step by step."""
+    batch, time, _ = x.shape
+    units = recurrent.shape[0]
+    h, m = np.zeros((batch, units)), np.zeros((batch, units))
+    hs, ss = [], []
+    for t in range(time):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i, f = sigmoid(z[:, :units]), sigmoid(z[:, units:2 * units])
+        c, o = np.tanh(z[:, 2 * units:3 * units]), sigmoid(z[:, 3 * units:])
+        g = sigmoid(x[:, t] @ s_kernel + h @ s_recurrent + s_bias)
+        m = f * m + i * c
+        h = o * np.tanh(m)
+        hs.append(h)
+        ss.append(g * np.tanh(m))
+    return np.stack(hs, 1), np.stack(ss, 1), h, m
+
+
+def golden_weights(input_dim, units):
+    def table(*shape, scale):
+        return (np.cos(np.arange(np.prod(shape)) * 0.7).reshape(shape) * scale).astype("float32")
+    return [table(input_dim, 4 * units, scale=0.3), table(units, 4 * units, scale=0.2),
+            table(4 * units, scale=0.1), table(input_dim, units, scale=0.25),
+            table(units, units, scale=0.15), table(units, scale=0.05)]
+
+
+def test_basics_shapes_weights_and_config_round_trip():
+    layer = SentinelLSTM(6, dropout=0.1, recurrent_dropout=0.2, name="hs")
+    h, s, (h_last, m_last) = layer(np.zeros((3, 5, 4), "float32"))
+    assert h.shape == s.shape == (3, 5, 6) and h_last.shape == m_last.shape == (3, 6)
+    assert [tuple(w.shape) for w in layer.trainable_weights] == [
+        (4, 24), (6, 24), (24,), (4, 6), (6, 6), (6,)]
+    np.testing.assert_array_equal(np.asarray(layer.bias)[6:12], 1.0)  # unit_forget_bias
+    config = layer.get_config()
+    clone = SentinelLSTM.from_config(config)
+    assert clone.get_config() == config
+    with pytest.raises(ValueError, match="units must be a positive integer, got 0."):
+        SentinelLSTM(0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5."):
+        SentinelLSTM(4, dropout=1.5)
+
+
+def test_golden_numbers_against_numpy():
+    x = (np.arange(2 * 4 * 3).reshape(2, 4, 3) / 10.0).astype("float32")
+    layer = SentinelLSTM(5)
+    layer.build(x.shape)
+    weights = golden_weights(3, 5)
+    layer.set_weights(weights)
+    h, s, (h_last, m_last) = layer(x)
+    expected = numpy_sentinel_lstm(x.astype(np.float64), *weights)
+    for got, want in zip((h, s, h_last, m_last), expected):
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_hidden_states_equal_keras_lstm_with_the_same_weights():
+    """The weight layout is keras.layers.LSTM's: same kernel, recurrent kernel and bias give the
+    same h_t."""
+    x = np.random.default_rng(0).normal(size=(3, 6, 4)).astype("float32")
+    ours = SentinelLSTM(7)
+    ours.build(x.shape)
+    reference = keras.layers.LSTM(7, return_sequences=True)
+    reference.build(x.shape)
+    reference.set_weights(ours.get_weights()[:3])
+    np.testing.assert_allclose(ours(x)[0], reference(x), atol=1e-5)
+
+
+def test_constant_input_equals_concatenation():
+    rng = np.random.default_rng(1)
+    sequence = rng.normal(size=(2, 5, 3)).astype("float32")
+    constant = rng.normal(size=(2, 4)).astype("float32")
+    layer = SentinelLSTM(6)
+    split_h, split_s, _ = layer([sequence, constant])
+    joined = np.concatenate([sequence, np.repeat(constant[:, None], 5, axis=1)], axis=-1)
+    joined_h, joined_s, _ = layer(joined)
+    np.testing.assert_allclose(split_h, joined_h, atol=1e-5)
+    np.testing.assert_allclose(split_s, joined_s, atol=1e-5)
+
+
+def test_step_equals_the_full_sequence():
+    rng = np.random.default_rng(2)
+    sequence = rng.normal(size=(2, 4, 3)).astype("float32")
+    constant = rng.normal(size=(2, 2)).astype("float32")
+    layer = SentinelLSTM(5)
+    h, s, _ = layer([sequence, constant])
+    state = [np.zeros((2, 5), "float32")] * 2
+    projected = layer.project_constant(constant)
+    for t in range(4):
+        h_t, s_t, state = layer.step(sequence[:, t], state, projected)
+        np.testing.assert_allclose(h_t, h[:, t], atol=1e-5)
+        np.testing.assert_allclose(s_t, s[:, t], atol=1e-5)
+
+
+def test_mask_keeps_real_steps_and_carries_the_state():
+    x = np.random.default_rng(3).normal(size=(2, 5, 3)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    layer = SentinelLSTM(4)
+    h_full, s_full, (h_last_full, _) = layer(x)
+    h, s, (h_last, m_last) = layer(x, mask=mask)
+    np.testing.assert_allclose(h[0, :3], h_full[0, :3], atol=1e-6)
+    np.testing.assert_allclose(h[1], h_full[1], atol=1e-6)
+    np.testing.assert_array_equal(h[0, 3:], 0.0)
+    np.testing.assert_array_equal(s[0, 3:], 0.0)
+    np.testing.assert_allclose(h_last[0], h_full[0, 2], atol=1e-6)  # state of the last real step
+    np.testing.assert_allclose(h_last[1], h_last_full[1], atol=1e-6)
+    # whatever sits in the padded steps does not matter
+    noisy = x.copy()
+    noisy[0, 3:] = 100.0
+    np.testing.assert_allclose(layer(noisy, mask=mask)[0], h, atol=1e-6)
+
+
+def test_dropout_only_in_training():
+    x = np.random.default_rng(4).normal(size=(8, 5, 6)).astype("float32")
+    layer = SentinelLSTM(6, dropout=0.5, recurrent_dropout=0.5)
+    inference = [np.asarray(layer(x, training=False)[0]) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    trained = [np.asarray(layer(x, training=True)[0]) for _ in range(2)]
+    assert not np.allclose(trained[0], trained[1])
+    assert not np.allclose(trained[0], inference[0])
+    only_recurrent = SentinelLSTM(6, recurrent_dropout=0.5)
+    only_recurrent.build(x.shape)
+    only_recurrent.set_weights(layer.get_weights())
+    first_steps = [np.asarray(only_recurrent(x, training=True)[0])[:, 0] for _ in range(2)]
+    np.testing.assert_allclose(first_steps[0], first_steps[1])  # h_0 = 0: nothing to drop yet
+    np.testing.assert_allclose(first_steps[0], inference[0][:, 0], atol=1e-6)
