@@ -84,7 +84,7 @@ class Captioner(keras.Model):
             self.logits_float32 = keras.layers.Activation("linear", dtype="float32",
                                                           name="logits_float32")
             self.expand_captions = CaptionExpansion(name="expand_captions")
-            self.collapse_captions = CaptionCollapse(name="collapse_captions")
+            self.collapse_captions = CaptionCollapse(name="collapse_captions", dtype="float32")
 
             # === Functional model ===
             if config.input_images:

@@ -9,6 +9,7 @@ CNNS = {
     "vgg16": keras.applications.VGG16,
     "vgg19": keras.applications.VGG19,
 }
+MIN_IMAGE_SIZE = 32  # keras.applications' own minimum for these networks
 
 
 def resolve_weights(cnn_weights):
@@ -40,6 +41,9 @@ def build_encoder(cnn="resnet", cnn_weights="imagenet", image_size=256, cnn_laye
     """
     if cnn not in CNNS:
         raise ValueError(f"cnn must be one of {', '.join(CNNS)}, got {cnn!r}.")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size {image_size} is too small for {cnn}: keras.applications "
+                         f"needs at least {MIN_IMAGE_SIZE} px.")
     weights = resolve_weights(cnn_weights)
     local_file = weights not in (None, "imagenet")
     # === Layers ===
@@ -56,9 +60,6 @@ def build_encoder(cnn="resnet", cnn_weights="imagenet", image_size=256, cnn_laye
                          f"{', '.join(names)}.") from None
     grid = grid_layer.output
     height, width, channels = grid.shape[1:]
-    if not height or not width:
-        raise ValueError(f"image_size {image_size} is too small for {cnn} at "
-                         f"{grid_layer.name}: the grid would be {height}x{width}.")
     # === Functional model ===
     regions = keras.layers.Reshape((height * width, channels), name="regions")(grid)
     return keras.Model(images, regions, name=f"{cnn}_encoder")

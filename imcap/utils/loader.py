@@ -65,6 +65,9 @@ class CaptionData:
             raise DataError(f"vocabulary json {json_path}: expected an object with 'ix_to_word' "
                             f"and 'images', as prepro_coco.py writes")
         self.ix_to_word = {int(ix): word for ix, word in info["ix_to_word"].items()}
+        if sorted(self.ix_to_word) != list(range(1, len(self.ix_to_word) + 1)):
+            raise DataError(f"vocabulary json {json_path}: 'ix_to_word' must number its words "
+                            f"1..{len(self.ix_to_word)} without gaps")
         self.vocab_size = len(self.ix_to_word) + 1  # word 0 is padding
         try:
             splits = [image["split"] for image in info["images"]]
@@ -121,6 +124,11 @@ class CaptionData:
 
     def __len__(self):
         return len(self.positions)
+
+    @property
+    def vocabulary(self):
+        """Words of ids 1..V-1 in id order, as ``CaptionerConfig.vocabulary`` takes them."""
+        return [self.ix_to_word[i] for i in range(1, self.vocab_size)]
 
     def caption_rows(self, seq_per_img, rng=None):
         """(n, seq_per_img) rows of ``labels``: random without replacement (repeated when an image

@@ -1,0 +1,176 @@
+"""Captioner: step decoding equals the full-sequence call, save/load, dropout, mixed precision."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from imcap.models.captioner import Captioner
+from imcap.models.config import CaptionerConfig
+from imcap.utils.loader import CaptionData
+
+VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
+
+
+def tiny_config(**changes):
+    values = dict(vocabulary=VOCAB, input_images=False, num_regions=6, feature_dim=10,
+                  emb_dim=8, z_dim=9, lstm_dim=7, dr_ratio=0.0, sgate=True)
+    values.update(changes)
+    return CaptionerConfig(**values)
+
+
+def inputs(batch=2, captions=3, time=6, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(batch, 6, 10)).astype("float32")
+    words = rng.integers(1, len(VOCAB) + 1, size=(batch, captions, time)).astype("int32")
+    return features, words
+
+
+VARIANTS = {
+    "sgate": {},
+    "spatial": {"sgate": False},
+    "lstm_baseline": {"sgate": False, "attention": False},
+    "standardised_positions": {"feature_scale": list(np.linspace(0.5, 2.0, 10)),
+                               "feature_center": np.ones((6, 10)).tolist(),
+                               "position_embedding": True},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_step_by_step_decoding_equals_the_full_sequence(variant):
+    model = Captioner(tiny_config(**VARIANTS[variant]))
+    features, words = inputs()
+    logits = np.asarray(model({"features": features, "words": words}))
+    assert logits.shape == (2, 3, 6, len(VOCAB) + 1) and logits.dtype == np.float32
+    full = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    for caption in range(3):
+        encoded = model.encode(features)
+        state = model.initial_state(2)
+        for t in range(6):
+            log_probs, state, alpha, beta = model.step(encoded, words[:, caption, t], state)
+            np.testing.assert_allclose(log_probs, full[:, caption, t], atol=1e-5)
+            if variant == "lstm_baseline":
+                assert alpha is None and beta is None
+            elif variant == "spatial":
+                assert beta is None
+                np.testing.assert_allclose(np.asarray(alpha).sum(-1), 1.0, atol=1e-5)
+            else:
+                np.testing.assert_allclose(np.asarray(alpha).sum(-1) + beta, 1.0, atol=1e-5)
+
+
+def test_captions_of_one_image_share_its_image_side_work():
+    model = Captioner(tiny_config())
+    features, words = inputs(batch=1, captions=3)
+    grouped = np.asarray(model({"features": features, "words": words}))
+    separate = np.asarray(model({"features": np.repeat(features, 3, axis=0),
+                                 "words": words.reshape(3, 1, 6)}))
+    np.testing.assert_allclose(grouped[0], separate[:, 0], atol=1e-5)
+
+
+def test_padding_does_not_change_real_steps():
+    model = Captioner(tiny_config())
+    features, words = inputs(captions=1, time=5)
+    padded = np.concatenate([words, np.zeros((2, 1, 4), "int32")], axis=-1)
+    short = np.asarray(model({"features": features, "words": words}))
+    long = np.asarray(model({"features": features, "words": padded}))
+    np.testing.assert_allclose(long[:, :, :5], short, atol=1e-6)
+
+
+def test_saved_model_loads_in_a_fresh_process_with_safe_mode(tmp_path):
+    model = Captioner(tiny_config(position_embedding=True,
+                                  feature_scale=list(np.linspace(1, 2, 10))))
+    features, words = inputs()
+    expected = np.asarray(model({"features": features, "words": words}))
+    path = tmp_path / "captioner.keras"
+    model.save(path)
+    np.save(tmp_path / "features.npy", features)
+    np.save(tmp_path / "words.npy", words)
+    script = (
+        "import json, sys, keras, numpy as np\n"
+        "import imcap.models.captioner\n"
+        f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
+        f"f = np.load({str(tmp_path / 'features.npy')!r}); "
+        f"w = np.load({str(tmp_path / 'words.npy')!r})\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, np.asarray(m({{'features': f, 'words': w}})))\n"
+        "print(json.dumps(m.config.to_dict()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == model.config.to_dict()
+
+
+def test_training_reaches_every_dropout(monkeypatch):
+    layer_calls, mask_calls = [], []
+    real_call, real_dropout = keras.layers.Dropout.call, keras.random.dropout
+
+    def spy_call(self, inputs, training=False):
+        layer_calls.append((self.rate, bool(training)))
+        return real_call(self, inputs, training=training)
+
+    def spy_dropout(inputs, rate, *args, **kwargs):
+        mask_calls.append(rate)
+        return real_dropout(inputs, rate, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Dropout, "call", spy_call)
+    monkeypatch.setattr(keras.random, "dropout", spy_dropout)
+    model = Captioner(tiny_config(dr_ratio=0.3, dropout_layers=True, sent_dropout=0.4))
+    features, words = inputs()
+    layer_calls.clear()
+    model({"features": features, "words": words}, training=False)
+    assert mask_calls == [] and not any(training for _, training in layer_calls)
+    layer_calls.clear()
+    a = np.asarray(model({"features": features, "words": words}, training=True))
+    # --dr dropout on v_g, the regions, the words, h_z, the key sums, s_z, the sentinel key sum
+    # and the MLP input; the LSTM's input and recurrent masks
+    assert layer_calls == [(0.3, True)] * 8
+    assert mask_calls == [0.3, 0.3]
+    b = np.asarray(model({"features": features, "words": words}, training=True))
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_softmax_and_logits_in_float32(policy):
+    reference = Captioner(tiny_config())
+    model = Captioner(tiny_config(dtype_policy=policy))
+    model.set_weights(reference.get_weights())
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left alone
+    features, words = inputs()
+    logits = model({"features": features, "words": words})
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    np.testing.assert_allclose(logits, reference({"features": features, "words": words}),
+                               atol=0.1)
+    log_probs, _, alpha, beta = model.step(model.encode(features), words[:, 0, 0],
+                                           model.initial_state(2))
+    for tensor in (log_probs, alpha, beta):
+        assert keras.backend.standardize_dtype(tensor.dtype) == "float32"
+    assert model.get_layer("hs").compute_dtype == policy.split("_")[1]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(words[..., 1:],
+                                                                         logits[..., :-1, :])
+    assert np.isfinite(float(loss))
+
+
+def test_vocabulary_comes_from_the_preprocessed_json(shapes_prepro):
+    data = CaptionData(*shapes_prepro, "train")
+    config = CaptionerConfig(vocabulary=data.vocabulary, input_images=False, num_regions=4,
+                             feature_dim=8)
+    assert config.vocab_size == data.vocab_size
+    assert config.vocabulary[config.start_id - 1] == "<start>"
+    assert data.ix_to_word[config.end_id] == "<eos>"
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="vocabulary must contain '<start>'"):
+        CaptionerConfig(vocabulary=["a", "<eos>"], input_images=False, num_regions=1,
+                        feature_dim=1)
+    with pytest.raises(ValueError, match="sent_dropout needs the sentinel"):
+        tiny_config(sgate=False, sent_dropout=0.5)
+    with pytest.raises(ValueError, match="dtype_policy must be one of"):
+        tiny_config(dtype_policy="float64")
+    with pytest.raises(ValueError, match="needs num_regions and feature_dim"):
+        tiny_config(num_regions=None)
+    with pytest.raises(ValueError, match="unknown captioner config fields: colour"):
+        CaptionerConfig.from_dict(dict(tiny_config().to_dict(), colour="red"))
