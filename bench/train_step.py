@@ -1,0 +1,152 @@
+"""Benchmark: captions/s of one training step on precomputed region features.
+
+A step is the forward pass, masked cross-entropy (``sample_weight``), the backward pass and
+Adam with value clipping (the seed's ``-clip 5``), run by Keras' compiled ``train_on_batch``.
+Default shapes are the reference's (self-critical.pytorch AdaAtt on this machine): 32 images,
+49 regions x 2048 channels, embedding / hidden / attention 512, 9488 words, 17 decoder steps,
+dropout 0.5 on the LSTM's input and recurrent state (the seed's default ``-dr_ratio``; the
+seed's ``--dr`` layers are off, as by default); with 1 and with 5 captions per image, with and
+without ``--sgate``, in float32 and ``mixed_bfloat16``. Also: the seed's defaults (64 regions,
+9570 words), ``jit_compile=True``, and a step-by-step variant that runs the decoder one word at
+a time (``Captioner.step`` in a loop, as a recurrent implementation would).
+
+Prints one JSON object per line: ``workload``, ``dtype``, ``unit`` (captions/s), ``median``,
+``min``, ``max``, ``n`` (timed steps), and the shapes; then peak RSS. Run it on an otherwise idle
+machine: ``python bench/train_step.py`` (``--quick`` for fewer steps).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from imcap.models.captioner import Captioner  # noqa: E402
+from imcap.models.config import CaptionerConfig  # noqa: E402
+
+
+def make_model(vocab_size, regions, channels, dim, sgate, dtype, jit_compile=False):
+    vocabulary = ["<start>", "<eos>"] + [f"w{i}" for i in range(vocab_size - 3)]
+    config = CaptionerConfig(vocabulary=vocabulary, input_images=False, num_regions=regions,
+                             feature_dim=channels, emb_dim=dim, z_dim=dim, lstm_dim=dim,
+                             dr_ratio=0.5, dropout_layers=False, sgate=sgate, dtype_policy=dtype)
+    model = Captioner(config)
+    model.compile(optimizer=keras.optimizers.Adam(5e-4, clipvalue=5.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    return model
+
+
+def make_batch(images, captions, regions, channels, steps, vocab_size, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(images, regions, channels)).astype("float32")
+    labels = rng.integers(3, vocab_size, size=(images, captions, steps + 1)).astype("int32")
+    labels[..., 0] = 1
+    weights = np.ones((images, captions, steps), "float32")
+    return {"features": features, "words": labels[..., :-1]}, labels[..., 1:], weights
+
+
+def stepwise_train_function(model):
+    """A training step that runs the decoder word by word (teacher forcing, no parallel steps)."""
+    optimizer = keras.optimizers.Adam(5e-4, clipvalue=5.0)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train(x, targets, weights):
+        features, words = x["features"], x["words"]
+        captions = tf.shape(words)[1]
+        flat_words = tf.reshape(words, (-1, tf.shape(words)[2]))
+        flat_targets = tf.reshape(targets, (-1, tf.shape(targets)[2]))
+        flat_weights = tf.reshape(weights, (-1, tf.shape(weights)[2]))
+        with tf.GradientTape() as tape:
+            encoded = {k: tf.repeat(v, captions, axis=0) for k, v in model.encode(features).items()}
+            state = model.initial_state(tf.shape(flat_words)[0])
+            loss = 0.0
+            for t in range(words.shape[2]):
+                log_probs, state, _, _ = model.step(encoded, flat_words[:, t], state)
+                picked = tf.gather(log_probs, flat_targets[:, t], batch_dims=1)
+                loss -= tf.reduce_sum(picked * flat_weights[:, t])
+            loss /= tf.reduce_sum(flat_weights)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    return lambda x, y, w: train(x, y, w)
+
+
+def measure(step, batch, warmup, repeats):
+    x, y, w = batch
+    for _ in range(warmup):
+        step(x, y, w)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = step(x, y, w)
+        float(np.asarray(out).reshape(-1)[0])  # wait for the result
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(name, dtype, images, captions, regions=49, channels=2048, dim=512, vocab_size=9488,
+        steps=17, sgate=True, jit_compile=False, stepwise=False, warmup=2, repeats=8):
+    model = make_model(vocab_size, regions, channels, dim, sgate, dtype, jit_compile)
+    batch = make_batch(images, captions, regions, channels, steps, vocab_size)
+    if stepwise:
+        step = stepwise_train_function(model)
+    else:
+        def step(x, y, w):
+            return model.train_on_batch(x, y, sample_weight=w)
+    times = measure(step, batch, warmup, repeats)
+    rates = [images * captions / t for t in times]
+    print(json.dumps({
+        "workload": name, "dtype": dtype, "unit": "captions/s",
+        "median": round(statistics.median(rates), 1), "min": round(min(rates), 1),
+        "max": round(max(rates), 1), "n": len(rates), "images": images,
+        "captions_per_image": captions, "regions": regions, "channels": channels,
+        "dim": dim, "vocab": vocab_size, "steps": steps, "sgate": sgate,
+        "jit_compile": jit_compile, "stepwise": stepwise,
+        "median_step_s": round(statistics.median(times), 3)}), flush=True)
+    keras.backend.clear_session()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timed steps")
+    parser.add_argument("--only", default=None, help="run workloads whose name contains this")
+    args = parser.parse_args()
+    repeats = 4 if args.quick else 8
+    workloads = []
+    for dtype in ("float32", "mixed_bfloat16"):
+        for sgate in (True, False):
+            for captions in (1, 5):
+                name = f"reference_{'sgate' if sgate else 'spatial'}_{captions}cap"
+                workloads.append((name, dict(dtype=dtype, images=32, captions=captions,
+                                             sgate=sgate)))
+        workloads.append(("seed_defaults_sgate_1cap",
+                          dict(dtype=dtype, images=32, captions=1, regions=64, vocab_size=9570)))
+    workloads.append(("reference_sgate_1cap_jit", dict(dtype="float32", images=32, captions=1,
+                                                       jit_compile=True)))
+    workloads.append(("reference_sgate_1cap_stepwise", dict(dtype="float32", images=32,
+                                                            captions=1, stepwise=True)))
+    workloads.append(("reference_sgate_5cap_stepwise", dict(dtype="float32", images=32,
+                                                            captions=5, stepwise=True)))
+    for name, kwargs in workloads:
+        if args.only and args.only not in name:
+            continue
+        run(name, repeats=repeats, **kwargs)
+    print(json.dumps({"workload": "summary", "peak_rss_mib": round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+        "cpu_count": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
