@@ -135,3 +135,25 @@ def test_dropout_only_in_training():
     first_steps = [np.asarray(only_recurrent(x, training=True)[0])[:, 0] for _ in range(2)]
     np.testing.assert_allclose(first_steps[0], first_steps[1])  # h_0 = 0: nothing to drop yet
     np.testing.assert_allclose(first_steps[0], inference[0][:, 0], atol=1e-6)
+
+
+def test_unknown_length_runs_the_while_loop_with_the_same_numbers():
+    """Inside a traced function with an unknown number of steps the layer scans; with a known
+    number it unrolls. Both give the same outputs and gradients."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(5).normal(size=(3, 6, 4)).astype("float32")
+    layer = SentinelLSTM(5)
+    layer(x)
+
+    def outputs_and_gradient(inputs):
+        with tf.GradientTape() as tape:
+            h, s, _ = layer(inputs)
+            loss = tf.reduce_sum(h * h) + tf.reduce_sum(s)
+        return h, s, tape.gradient(loss, layer.recurrent_kernel)
+
+    scanned = tf.function(outputs_and_gradient,
+                          input_signature=[tf.TensorSpec((None, None, 4), tf.float32)])(x)
+    unrolled = tf.function(outputs_and_gradient)(tf.constant(x))
+    for a, b in zip(scanned, unrolled):
+        np.testing.assert_allclose(a, b, atol=1e-5)
