@@ -157,3 +157,16 @@ def test_unknown_length_runs_the_while_loop_with_the_same_numbers():
     unrolled = tf.function(outputs_and_gradient)(tf.constant(x))
     for a, b in zip(scanned, unrolled):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_masked_sequence_of_unknown_length():
+    import tensorflow as tf
+
+    x = np.random.default_rng(6).normal(size=(2, 5, 3)).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=bool)
+    layer = SentinelLSTM(4)
+    unrolled = layer(x, mask=mask)
+    scanned = tf.function(lambda a, b: layer(a, mask=b), input_signature=[
+        tf.TensorSpec((None, None, 3), tf.float32), tf.TensorSpec((None, None), tf.bool)])(x, mask)
+    for a, b in zip(tf.nest.flatten(unrolled), tf.nest.flatten(scanned)):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -167,37 +167,38 @@ class SentinelLSTM(keras.layers.Layer):
         h0, m0 = (ops.cast(t, self.compute_dtype) for t in initial_state)
         kernel = self.recurrent_kernel_all()  # once, not once per step
 
-        if mask is None and projected.shape[0] is not None:
+        keep = None
+        if mask is not None:
+            keep = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
+
+        def step(carry, elements):
+            projected_t, keep_t = elements
+            h, s, m = self.recurrence(projected_t, carry[0], carry[1], kernel, recurrent_mask)
+            if keep_t is None:
+                return (h, m), (h, s)
+            zeros = ops.zeros_like(h)
+            return ((ops.where(keep_t, h, carry[0]), ops.where(keep_t, m, carry[1])),
+                    (ops.where(keep_t, h, zeros), ops.where(keep_t, s, zeros)))
+
+        if projected.shape[0] is not None:
             # a known number of steps (always, inside a traced training step): unrolled, which
             # on CPU is several times faster than a while loop, above all in the backward pass
-            h, m, hs, ss = h0, m0, [], []
+            carry, hs, ss = (h0, m0), [], []
             for t in range(projected.shape[0]):
-                h, s, m = self.recurrence(projected[t], h, m, kernel, recurrent_mask)
+                carry, (h, s) = step(carry, (projected[t], None if keep is None else keep[t]))
                 hs.append(h)
                 ss.append(s)
-            return ops.stack(hs, axis=1), ops.stack(ss, axis=1), [h, m]
-        if mask is None:
-            def step(carry, projected_t):
-                h, s, m = self.recurrence(projected_t, carry[0], carry[1], kernel,
-                                          recurrent_mask)
-                return (h, m), (h, s)
-
-            (h_last, m_last), (hs, ss) = ops.scan(step, (h0, m0), projected)
+            return ops.stack(hs, axis=1), ops.stack(ss, axis=1), list(carry)
+        if keep is None:
+            carry, (hs, ss) = ops.scan(lambda c, p: step(c, (p, None)), (h0, m0), projected)
         else:
-            step_mask = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
-
-            def step(carry, elements):
-                projected_t, keep = elements
-                h, s, m = self.recurrence(projected_t, carry[0], carry[1], kernel,
-                                          recurrent_mask)
-                zeros = ops.zeros_like(h)
-                return ((ops.where(keep, h, carry[0]), ops.where(keep, m, carry[1])),
-                        (ops.where(keep, h, zeros), ops.where(keep, s, zeros)))
-
-            (h_last, m_last), (hs, ss) = ops.scan(step, (h0, m0), (projected, step_mask))
-        hs = ops.transpose(hs, (1, 0, 2))  # (batch, time, units)
-        ss = ops.transpose(ss, (1, 0, 2))
-        return hs, ss, [h_last, m_last]
+            # one scanned tensor: the mask rides along as a last column (a tuple of scanned
+            # tensors of unknown length trips the TensorFlow backend's scan)
+            joined = ops.concatenate([projected, ops.cast(keep, projected.dtype)], axis=-1)
+            carry, (hs, ss) = ops.scan(
+                lambda c, j: step(c, (j[:, :-1], j[:, -1:] > 0)), (h0, m0), joined)
+        # (time, batch, units) -> (batch, time, units)
+        return ops.transpose(hs, (1, 0, 2)), ops.transpose(ss, (1, 0, 2)), list(carry)
 
     def step(self, x_t, state, projected_constant=None):
         """One decoding step (no dropout): x_t (batch, d1), state ``[h, m]``, and the output of
