@@ -2,8 +2,9 @@
 
 import dataclasses
 
-from imcap.models.encoder import CNNS
-from imcap.models.precision import POLICIES
+# kept free of Keras imports, so that command-line help and config checks start fast
+CNN_NAMES = ("resnet", "vgg16", "vgg19")
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
@@ -63,10 +64,10 @@ class CaptionerConfig:
         for word in ("<start>", "<eos>"):
             if word not in self.vocabulary:
                 raise ValueError(f"vocabulary must contain {word!r}, as prepro_coco.py writes it.")
-        if self.cnn not in CNNS:
-            raise ValueError(f"cnn must be one of {', '.join(CNNS)}, got {self.cnn!r}.")
-        if self.dtype_policy not in POLICIES:
-            raise ValueError(f"dtype_policy must be one of {', '.join(POLICIES)}, "
+        if self.cnn not in CNN_NAMES:
+            raise ValueError(f"cnn must be one of {', '.join(CNN_NAMES)}, got {self.cnn!r}.")
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise ValueError(f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, "
                              f"got {self.dtype_policy!r}.")
         for name in ("emb_dim", "z_dim", "lstm_dim", "max_length", "image_size"):
             if getattr(self, name) < 1:

@@ -4,11 +4,10 @@ import os
 
 import keras
 
-CNNS = {
-    "resnet": keras.applications.ResNet50,
-    "vgg16": keras.applications.VGG16,
-    "vgg19": keras.applications.VGG19,
-}
+from imcap.models.config import CNN_NAMES
+
+CNNS = dict(zip(CNN_NAMES, (keras.applications.ResNet50, keras.applications.VGG16,
+                            keras.applications.VGG19)))
 MIN_IMAGE_SIZE = 32  # keras.applications' own minimum for these networks
 
 

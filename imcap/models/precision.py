@@ -4,15 +4,16 @@ import contextlib
 
 import keras
 
-POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+from imcap.models.config import DTYPE_POLICIES
 
 
 @contextlib.contextmanager
 def policy_scope(policy):
     """Layers created inside take ``policy`` (e.g. ``"mixed_bfloat16"``); the global policy is
     restored afterwards."""
-    if policy not in POLICIES:
-        raise ValueError(f"dtype policy must be one of {', '.join(POLICIES)}, got {policy!r}.")
+    if policy not in DTYPE_POLICIES:
+        raise ValueError(f"dtype policy must be one of {', '.join(DTYPE_POLICIES)}, "
+                         f"got {policy!r}.")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:

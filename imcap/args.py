@@ -1,0 +1,221 @@
+"""One command-line parser for every imcap tool, with the seed's flag names and defaults.
+
+Every flag of the seed's ``args.py`` keeps its name and default (``-model_name``, ``-bs``,
+``--sgate``, ...); the modern double-dash spelling works too (``--bs 32``, ``--model_name x``),
+and the seed's switches accept an explicit value (``--sgate True``, ``--sgate false``).
+``python args.py --help`` (from ``imcap/``) lists them all.
+
+Flags the seed declared but never used are accepted and say so in their help:
+``-vocab_size`` (the vocabulary comes from the preprocessed JSON; if given it must match),
+``-nfilters`` and ``-convsize`` (both follow from ``-cnn`` / ``-cnn_layer`` / ``-imsize``; if given
+they must match), ``-n_caps`` (see ``-seq_per_img``), ``-workers`` (tf.data tunes its own
+parallelism), ``-mode`` (train.py trains, test.py tests) and ``--bn`` (no batch-norm option).
+"""
+
+import argparse
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from imcap.models.config import CNN_NAMES, DTYPE_POLICIES, CaptionerConfig  # noqa: E402
+
+TRUE_WORDS = {"true", "1", "yes", "y", "on"}
+FALSE_WORDS = {"false", "0", "no", "n", "off"}
+METRICS = ["loss", "CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "ROUGE_L", "METEOR"]
+
+
+def str2bool(value):
+    """``True``/``False`` spelled any usual way, for ``--sgate True``."""
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def negated_bool(value):
+    """``--lstm True`` switches attention off (the seed stored --lstm into ``attlstm=False``)."""
+    return not str2bool(value)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser where every ``-name`` flag is also ``--name``."""
+
+    def option(self, name, **kwargs):
+        """Adds ``-name`` and ``--name`` (a single-dash seed flag and its modern spelling)."""
+        return self.add_argument(f"-{name}", f"--{name}", dest=kwargs.pop("dest", name), **kwargs)
+
+    def switch(self, name, dest, default=False, help=None):
+        """The seed's ``--name`` store_true switch, also accepting ``--name True|False``."""
+        return self.add_argument(f"--{name}", dest=dest, nargs="?", const=not default,
+                                 default=default, type=str2bool, metavar="BOOL", help=help)
+
+
+def positive(kind):
+    def check(value):
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return number
+    return check
+
+
+def non_negative(kind):
+    def check(value):
+        number = kind(value)
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+        return number
+    return check
+
+
+def probability(value):
+    number = float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return number
+
+
+def get_parser():
+    parser = Parser(description="imcap: image captioning with adaptive attention (Keras 3).",
+                    epilog="Flags take one dash as in the seed (-bs 32) or two (--bs 32).")
+    parser.option("model_name", default="model", help="base name of saved models")
+    parser.option("h5file", default="cocotalk_challenge.h5",
+                  help="HDF5 written by prepro_coco.py, in DATA_FOLDER/data")
+    parser.option("json_file", default="cocotalk_challenge.json",
+                  help="JSON written by prepro_coco.py, in DATA_FOLDER/data")
+    parser.option("model_file", default=None,
+                  help="checkpoint to load (to test, or to start fine-tuning from)")
+    parser.option("coco_path", default="/seq/segmentation/COCO/tools",
+                  help="MS COCO folder (for prepro_coco.py --coco_path)")
+    parser.option("data_folder", default="/work/asalvador/sat_keras/",
+                  help="folder with data/, models/, results/, tmp/ (created when missing)")
+
+    parser.option("cnn", default="resnet", choices=CNN_NAMES,
+                  help="CNN encoder")
+    parser.option("cnn_weights", default="imagenet",
+                  help="'imagenet' (downloaded and cached by Keras), 'none' (random "
+                       "initialisation) or a local weights file")
+    parser.option("cnn_layer", default=None,
+                  help="take the region grid from this layer (e.g. conv4_block6_out); default: "
+                       "the last convolutional block")
+    parser.option("imsize", default=256, type=positive(int), help="image size")
+    parser.option("vocab_size", default=None, type=positive(int),
+                  help="unused by the seed: the vocabulary comes from the JSON; if given it must "
+                       "match the JSON's size (words + padding)")
+    parser.option("n_caps", default=5, type=positive(int),
+                  help="unused by the seed; see -seq_per_img")
+    parser.option("seq_per_img", default=1, type=positive(int),
+                  help="captions drawn per image and epoch (1: the seed's one random caption)")
+
+    parser.option("seqlen", default=18, type=positive(int),
+                  help="maximum caption length when decoding, <start> and <eos> included")
+    parser.option("lstm_dim", default=512, type=positive(int), help="LSTM units")
+    parser.option("emb_dim", default=512, type=positive(int),
+                  help="word embedding and attention key size")
+    parser.option("z_dim", default=512, type=positive(int),
+                  help="projected region and context size")
+    parser.option("dr_ratio", default=0.5, type=probability,
+                  help="LSTM input and recurrent dropout; also the rate of --dr")
+    parser.option("finetune_start_layer", default=6, type=non_negative(int),
+                  help="first CNN layer that fine-tuning trains (the stem below stays frozen)")
+    parser.option("nfilters", default=None, type=positive(int),
+                  help="unused by the seed: follows from -cnn/-cnn_layer; if given it must match")
+    parser.option("convsize", default=None, type=positive(int),
+                  help="unused by the seed: follows from -imsize; if given it must match")
+    parser.option("sent_dropout", default=0.0, type=probability,
+                  help="fraction of training captions whose sentinel is switched off (beta = 0)")
+    parser.switch("position_embedding", "position_embedding",
+                  help="add a learned position embedding to the region features")
+    parser.option("standardize", default="none", choices=["none", "channel", "position"],
+                  help="standardise region features with training-split statistics: per-channel "
+                       "scale, or per-channel scale and per-position centring")
+
+    parser.option("seed", default=123, type=int, help="random seed")
+    parser.option("bs", default=32, type=positive(int), help="batch size (images)")
+    parser.option("optim", default="adam", choices=["adam", "SGD", "adadelta", "adagrad",
+                                                    "rmsprop"], help="optimizer")
+    parser.option("alpha", default=0.9, type=float, help="Adam's beta_1")
+    parser.option("beta", default=0.999, type=float, help="Adam's beta_2")
+    parser.option("lr", default=5e-4, type=positive(float), help="learning rate")
+    parser.option("lrmult_conv", default=0.001, type=positive(float),
+                  help="learning-rate multiplier of the CNN with --lrmults")
+    parser.option("ftlr", default=1e-5, type=positive(float), help="fine-tuning learning rate")
+    parser.option("decay", default=0.0, type=non_negative(float), help="learning-rate decay")
+    parser.option("clip", default=5.0, type=positive(float), help="gradient clipping (value)")
+    parser.option("nepochs", default=20, type=non_negative(int),
+                  help="epochs with the CNN frozen")
+    parser.option("ftnepochs", default=30, type=non_negative(int),
+                  help="epochs fine-tuning the CNN")
+    parser.option("pat", default=5, type=positive(int), help="early-stopping patience")
+    parser.option("workers", default=2, type=positive(int),
+                  help="unused by the seed's Keras 2 loader; tf.data tunes its own parallelism")
+    parser.option("es_prev_words", default="gen", choices=["gt", "gen"],
+                  help="early stopping scores generated captions (gen) or teacher-forced "
+                       "ones (gt)")
+    parser.option("es_metric", default="CIDEr", choices=METRICS, help="early-stopping metric")
+    parser.option("bsize", default=1, type=positive(int), help="beam size (1: greedy)")
+    parser.option("temperature", default=-1.0, type=float,
+                  help="sampling temperature (<= 0: no sampling)")
+    parser.option("mode", default="train", choices=["train", "test"],
+                  help="unused by the seed's tools: train.py trains, test.py tests")
+    parser.option("dtype", default="float32", choices=DTYPE_POLICIES,
+                  help="Keras dtype policy (mixed precision)")
+
+    parser.switch("cnntrain", "cnn_train", help="train the CNN too (fine-tuning)")
+    parser.add_argument("--lstm", dest="attlstm", nargs="?", const=False, default=True,
+                        type=negated_bool, metavar="BOOL",
+                        help="the seed's plain LSTM baseline, without attention")
+    parser.switch("lrmults", "lrmults", help="scale the CNN's updates by -lrmult_conv")
+    parser.switch("sgate", "sgate", help="adaptive attention with the visual sentinel")
+    parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
+    parser.switch("dr", "dr", help="the seed's extra dropout layers, at -dr_ratio")
+    parser.switch("bn", "bn", help="unused by the seed: there is no batch-norm option")
+    return parser
+
+
+def parse_args(argv=None):
+    return get_parser().parse_args(argv)
+
+
+def model_config(args, vocabulary, input_images=True, num_regions=None, feature_dim=None,
+                 feature_scale=None, feature_center=None):
+    """The ``CaptionerConfig`` that the parsed flags describe, for a vocabulary from the JSON.
+
+    Raises:
+        ValueError: a check flag (-vocab_size, -nfilters, -convsize) disagrees with the data or
+            the encoder.
+    """
+    config = CaptionerConfig(
+        vocabulary=vocabulary, max_length=args.seqlen, input_images=input_images, cnn=args.cnn,
+        cnn_weights=args.cnn_weights, cnn_layer=args.cnn_layer, image_size=args.imsize,
+        num_regions=num_regions, feature_dim=feature_dim, emb_dim=args.emb_dim,
+        z_dim=args.z_dim, lstm_dim=args.lstm_dim, dr_ratio=args.dr_ratio, dropout_layers=args.dr,
+        sgate=args.sgate, attention=args.attlstm, sent_dropout=args.sent_dropout,
+        position_embedding=args.position_embedding,
+        feature_scale=None if feature_scale is None else list(map(float, feature_scale)),
+        feature_center=None if feature_center is None else [list(map(float, row))
+                                                            for row in feature_center],
+        dtype_policy=args.dtype)
+    if args.vocab_size is not None and args.vocab_size != config.vocab_size:
+        raise ValueError(f"-vocab_size {args.vocab_size} does not match the preprocessed JSON, "
+                         f"which has {config.vocab_size} (words + padding); leave it out.")
+    return config
+
+
+def check_encoder_shape(args, num_regions, feature_dim):
+    """-nfilters and -convsize, if given, must match the encoder's grid."""
+    if args.nfilters is not None and args.nfilters != feature_dim:
+        raise ValueError(f"-nfilters {args.nfilters} does not match the encoder, which gives "
+                         f"{feature_dim} channels; leave it out.")
+    side = int(round(num_regions ** 0.5))
+    if args.convsize is not None and args.convsize * args.convsize != num_regions:
+        raise ValueError(f"-convsize {args.convsize} does not match the encoder, whose grid is "
+                         f"{side}x{side} ({num_regions} regions); leave it out.")
+
+
+if __name__ == "__main__":
+    parse_args()

@@ -1,0 +1,99 @@
+"""args.py: the seed's flags and defaults, both spellings, explicit booleans, checks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from imcap import args as imcap_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SEED_DEFAULTS = {
+    "model_name": "model", "h5file": "cocotalk_challenge.h5",
+    "json_file": "cocotalk_challenge.json", "model_file": None,
+    "coco_path": "/seq/segmentation/COCO/tools", "data_folder": "/work/asalvador/sat_keras/",
+    "cnn": "resnet", "imsize": 256, "n_caps": 5, "seqlen": 18, "lstm_dim": 512, "emb_dim": 512,
+    "z_dim": 512, "dr_ratio": 0.5, "finetune_start_layer": 6, "seed": 123, "bs": 32,
+    "optim": "adam", "alpha": 0.9, "beta": 0.999, "lr": 5e-4, "lrmult_conv": 0.001,
+    "ftlr": 1e-5, "decay": 0.0, "clip": 5.0, "nepochs": 20, "ftnepochs": 30, "pat": 5,
+    "workers": 2, "es_prev_words": "gen", "es_metric": "CIDEr", "bsize": 1,
+    "temperature": -1.0, "mode": "train", "cnn_train": False, "attlstm": True,
+    "lrmults": False, "sgate": False, "log_term": False, "dr": False, "bn": False,
+}
+
+
+def test_seed_defaults():
+    parsed = vars(imcap_args.parse_args([]))
+    for name, value in SEED_DEFAULTS.items():
+        assert parsed[name] == value, name
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["-bs", "8", "-model_name", "x"], {"bs": 8, "model_name": "x"}),
+    (["--bs", "8", "--model_name", "x"], {"bs": 8, "model_name": "x"}),
+    (["--sgate"], {"sgate": True}),
+    (["--sgate", "True"], {"sgate": True}),
+    (["--sgate", "false"], {"sgate": False}),
+    (["--sgate", "1", "--cnntrain", "yes"], {"sgate": True, "cnn_train": True}),
+    (["--lstm"], {"attlstm": False}),
+    (["--lstm", "False"], {"attlstm": True}),
+    (["--dr", "--lrmults", "--log_term"], {"dr": True, "lrmults": True, "log_term": True}),
+    (["-es_metric", "Bleu_4", "-es_prev_words", "gt"], {"es_metric": "Bleu_4",
+                                                        "es_prev_words": "gt"}),
+    (["-cnn", "vgg16", "-cnn_weights", "none", "-cnn_layer", "block4_pool"],
+     {"cnn": "vgg16", "cnn_weights": "none", "cnn_layer": "block4_pool"}),
+])
+def test_spellings(argv, expected):
+    parsed = vars(imcap_args.parse_args(argv))
+    for name, value in expected.items():
+        assert parsed[name] == value, name
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-bs", "-1"], "argument -bs/--bs: must be positive, got -1"),
+    (["-bsize", "0"], "argument -bsize/--bsize: must be positive, got 0"),
+    (["-dr_ratio", "1.5"], r"argument -dr_ratio/--dr_ratio: must be in \[0, 1\), got 1.5"),
+    (["--sgate", "maybe"], "expected true or false, got 'maybe'"),
+    (["-cnn", "alexnet"], "invalid choice: 'alexnet'"),
+    (["-es_metric", "SPICE"], "invalid choice: 'SPICE'"),
+    (["--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+])
+def test_bad_values_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        imcap_args.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+
+
+def test_model_config_from_flags():
+    parsed = imcap_args.parse_args(["--sgate", "-emb_dim", "16", "-z_dim", "12", "-lstm_dim",
+                                    "10", "-sent_dropout", "0.5", "--position_embedding", "--dr",
+                                    "-dtype", "mixed_bfloat16", "-cnn_weights", "none"])
+    vocabulary = ["<start>", "a", "<eos>"]
+    config = imcap_args.model_config(parsed, vocabulary)
+    assert (config.emb_dim, config.z_dim, config.lstm_dim) == (16, 12, 10)
+    assert config.sgate and config.attention and config.dropout_layers
+    assert config.sent_dropout == 0.5 and config.position_embedding
+    assert config.dtype_policy == "mixed_bfloat16" and config.vocab_size == 4
+    wrong = imcap_args.parse_args(["-vocab_size", "9570"])
+    with pytest.raises(ValueError, match="-vocab_size 9570 does not match the preprocessed "
+                                         "JSON, which has 4"):
+        imcap_args.model_config(wrong, vocabulary)
+    checks = imcap_args.parse_args(["-nfilters", "2048", "-convsize", "7"])
+    imcap_args.check_encoder_shape(checks, 49, 2048)
+    with pytest.raises(ValueError, match="-convsize 7 does not match the encoder, whose grid "
+                                         "is 8x8"):
+        imcap_args.check_encoder_shape(checks, 64, 2048)
+
+
+@pytest.mark.parametrize("command,cwd", [
+    ([sys.executable, "args.py", "--help"], os.path.join(REPO, "imcap")),
+    ([sys.executable, "-m", "imcap.args", "--help"], REPO),
+])
+def test_help_as_the_seed_documents_it(command, cwd):
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for flag in ("-model_name", "--sgate", "-es_metric", "-finetune_start_layer", "-cnn_weights"):
+        assert flag in done.stdout
