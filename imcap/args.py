@@ -174,6 +174,8 @@ def get_parser():
     parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
     parser.switch("dr", "dr", help="the seed's extra dropout layers, at -dr_ratio")
     parser.switch("bn", "bn", help="unused by the seed: there is no batch-norm option")
+    parser.switch("resume", "resume",
+                  help="continue an interrupted train.py run from its last checkpoint")
     return parser
 
 

@@ -1,0 +1,125 @@
+"""train.py: both stages on the synthetic set, early stopping, checkpoints, resume."""
+
+import csv
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from imcap import train, trainer
+from imcap.utils.checkpoints import load_model
+
+TINY = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
+        "-emb_dim", "16", "-z_dim", "16", "-lstm_dim", "16", "-bs", "8", "-lr", "0.01",
+        "--sgate", "--log_term", "-seed", "7"]
+
+
+@pytest.fixture()
+def data_folder(shapes_prepro, tmp_path):
+    h5, js = shapes_prepro
+    folder = tmp_path / "run"
+    (folder / "data").mkdir(parents=True)
+    for source, name in ((h5, "cocotalk_challenge.h5"), (js, "cocotalk_challenge.json"),
+                         (js.replace(".json", "_val_gt.json"), "cocotalk_challenge_val_gt.json")):
+        shutil.copy(source, folder / "data" / name)
+    return folder
+
+
+def read_state(folder):
+    with open(folder / "models" / "model_state.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
+    train.main(["-data_folder", str(data_folder), "-nepochs", "3", "-ftnepochs", "1",
+                "-finetune_start_layer", "12"] + TINY)
+    state = read_state(data_folder)
+    frozen, finetune = state["stages"]["frozen"], state["stages"]["finetune"]
+    losses = [h["loss"] for h in frozen["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert frozen["done"] and finetune["done"] and finetune["epochs_done"] == 1
+    models = sorted(os.listdir(data_folder / "models"))
+    assert "model_best.keras" in models and "model_cnntrain_best.keras" in models
+    assert "model_best.weights.h5" in models and "model_last_epoch03.keras" in models
+    assert not [m for m in models if m.startswith("model_last_epoch0") and "03" not in m]
+    assert not [m for m in models if "partial" in m]
+    epoch_named = [m for m in models if m.startswith("model_epoch")]
+    assert len(epoch_named) == 1 and epoch_named[0].endswith(".keras")
+    tuned = load_model(str(data_folder / "models" / "model_cnntrain_best.keras"))
+    before = load_model(str(data_folder / "models" / "model_best.keras"))
+    assert tuned.config.sgate and tuned.config.num_regions == 64
+    with open(data_folder / "models" / "model_frozen_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # stage 2 changed the CNN above the start layer only, and no BatchNormalization statistics
+    for index, (a, b) in enumerate(zip(before.encoder.layers, tuned.encoder.layers)):
+        for u, v in zip(a.get_weights(), b.get_weights()):
+            changed = not np.array_equal(u, v)
+            is_bn = isinstance(a, keras.layers.BatchNormalization)
+            assert changed == (index >= 12 and not is_bn), a.name
+
+
+def test_early_stopping_stops_at_the_right_epoch(data_folder, monkeypatch):
+    scripted = iter([1.0, 2.0, 2.0, 1.5, 1.9, 3.0, 4.0])
+    monkeypatch.setattr(trainer.Trainer, "validate", lambda self, model: next(scripted))
+    train.main(["-data_folder", str(data_folder), "-nepochs", "10", "-ftnepochs", "0",
+                "-pat", "3"] + TINY)
+    frozen = read_state(data_folder)["stages"]["frozen"]
+    assert frozen["epochs_done"] == 5  # best at epoch 2, then three epochs without improvement
+    assert frozen["best"] == 2.0 and frozen["wait"] == 3
+    assert os.path.basename(frozen["best_epoch_path"]) == "model_epoch02_CIDEr2.0000.keras"
+    assert os.path.exists(frozen["best_epoch_path"])
+    assert not os.path.exists(data_folder / "models" / "model_epoch01_CIDEr1.0000.keras")
+
+
+def test_early_stopping_on_loss_minimizes():
+    stopper = trainer.EarlyStopping(2, maximize=False)
+    assert [stopper.update(v) for v in (3.0, 2.0, 2.5, 1.0, 1.5, 1.2)] == [
+        (True, False), (True, False), (False, False), (True, False), (False, False),
+        (False, True)]
+
+
+def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(data_folder, tmp_path,
+                                                                     monkeypatch):
+    args = ["-nepochs", "3", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss"] + TINY
+    straight = tmp_path / "straight"
+    shutil.copytree(data_folder, straight)
+    train.main(["-data_folder", str(straight)] + args)
+
+    real_save = trainer.Trainer.save
+    calls = []
+
+    def crash_after_epoch_two(self, model, stage, epoch, value, improved, stage_state):
+        real_save(self, model, stage, epoch, value, improved, stage_state)
+        calls.append(epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "save", crash_after_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["-data_folder", str(data_folder)] + args)
+    monkeypatch.setattr(trainer.Trainer, "save", real_save)
+    assert read_state(data_folder)["stages"]["frozen"]["epochs_done"] == 1  # epoch 2 unsaved
+    train.main(["-data_folder", str(data_folder), "--resume"] + args)
+    resumed, reference = read_state(data_folder), read_state(straight)
+    a = resumed["stages"]["frozen"]
+    b = reference["stages"]["frozen"]
+    assert a["epochs_done"] == b["epochs_done"] == 3
+    np.testing.assert_allclose([h["loss"] for h in a["history"]],
+                               [h["loss"] for h in b["history"]], rtol=1e-5)
+    weights_a = load_model(a["last_path"]).get_weights()
+    weights_b = load_model(b["last_path"]).get_weights()
+    for x, y in zip(weights_a, weights_b):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["-data_folder", str(tmp_path)] + TINY)
+    assert exit_info.value.code == 1
+    assert "preprocessed data not found: " in capsys.readouterr().err
+    keras.backend.clear_session()
