@@ -132,7 +132,8 @@ def get_parser():
                   help="add a learned position embedding to the region features")
     parser.option("standardize", default="none", choices=["none", "channel", "position"],
                   help="standardise region features with training-split statistics: per-channel "
-                       "scale, or per-channel scale and per-position centring")
+                       "scale, or per-channel scale and per-position centring (computes the "
+                       "feature cache to get them)")
 
     parser.option("seed", default=123, type=int, help="random seed")
     parser.option("bs", default=32, type=positive(int), help="batch size (images)")
@@ -174,6 +175,9 @@ def get_parser():
     parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
     parser.switch("dr", "dr", help="the seed's extra dropout layers, at -dr_ratio")
     parser.switch("bn", "bn", help="unused by the seed: there is no batch-norm option")
+    parser.switch("precompute_feats", "precompute_feats",
+                  help="stage 1: run the frozen CNN once over all images into a float16 feature "
+                       "cache (DATA_FOLDER/tmp) and train the decoder from it")
     parser.switch("resume", "resume",
                   help="continue an interrupted train.py run from its last checkpoint")
     return parser

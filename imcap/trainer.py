@@ -25,7 +25,8 @@ from imcap.coco_caption.scoring import load_ground_truth, score_captions
 from imcap.models.captioner import Captioner
 from imcap.models.decoding import GreedyDecoder
 from imcap.models.encoder import set_trainable
-from imcap.utils import checkpoints
+from imcap.models.feature_standardization import feature_statistics
+from imcap.utils import checkpoints, features
 from imcap.utils.coco_gt import gt_path
 from imcap.utils.fileio import DataError
 from imcap.utils.loader import CaptionData
@@ -84,6 +85,8 @@ class Trainer:
         self.val_data = CaptionData(self.h5_path, self.json_path, "val")
         self.ground_truth = load_ground_truth(gt_path(self.json_path, "val"))
         self.state_path = self.model_path("state.json")
+        self.cache_path = os.path.join(self.paths["tmp"], f"{args.model_name}_features.h5")
+        self._decoder = None
 
     def model_path(self, suffix, stage=None):
         prefix = self.args.model_name + ("_cnntrain" if stage == "finetune" else "")
@@ -92,44 +95,76 @@ class Trainer:
     # --- models ----------------------------------------------------------------------------
 
     def new_model(self):
+        """A fresh captioner; with -standardize, its statistics come from the training split's
+        cached features (the same encoder weights are kept)."""
         config = imcap_args.model_config(self.args, self.train_data.vocabulary)
         model = Captioner(config)
         imcap_args.check_encoder_shape(self.args, model.config.num_regions,
                                        model.config.feature_dim)
-        return model
+        if self.args.standardize == "none":
+            return model
+        cache = self.feature_cache(model)
+        scale, center = feature_statistics(
+            features.read_split_features(cache, self.train_data.positions),
+            center=self.args.standardize == "position")
+        standardized = Captioner(model.config.replace(
+            feature_scale=scale.tolist(), feature_center=None if center is None
+            else center.tolist()), load_encoder_weights=False)
+        standardized.encoder.set_weights(model.encoder.get_weights())
+        return standardized
+
+    def feature_cache(self, model):
+        return features.cache_features(model.encoder, self.args.cnn, self.h5_path,
+                                       self.cache_path, self.args.bs)
+
+    def uses_cache(self, stage):
+        return self.args.precompute_feats and stage == "frozen"
 
     def prepare(self, model, stage):
-        """Freezes or unfreezes the CNN for ``stage`` and compiles with a fresh optimizer."""
+        """Freezes or unfreezes the CNN for ``stage`` and compiles, with a fresh optimizer, the
+        model that fit() runs: the captioner, or its decoder on cached features in stage 1
+        with --precompute_feats. Returns that model."""
         finetune = stage == "finetune"
         set_trainable(model.encoder, self.args.finetune_start_layer if finetune else None)
-        model.compile(optimizer=make_optimizer(self.args, self.args.ftlr if finetune
-                                               else self.args.lr),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        return model
+        fit_model = model.features_model() if self.uses_cache(stage) else model
+        fit_model.compile(optimizer=make_optimizer(self.args, self.args.ftlr if finetune
+                                                   else self.args.lr),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return fit_model
+
+    def stage_data(self, model, stage):
+        """Train and val data of a stage: images, or the feature cache of ``model``'s CNN."""
+        if not self.uses_cache(stage):
+            return self.train_data, self.val_data
+        cache = self.feature_cache(model)
+        return (CaptionData(self.h5_path, self.json_path, "train", features_path=cache),
+                CaptionData(self.h5_path, self.json_path, "val", features_path=cache))
 
     # --- validation -----------------------------------------------------------------------
 
-    def validate(self, model):
+    def validate(self, model, fit_model, val_data):
         """The early-stopping value of ``model`` on the validation split."""
         args = self.args
         if args.es_metric == "loss":
-            data = self.val_data.dataset(args.bs, args.cnn, training=False)
-            return float(model.evaluate(data.map(lambda x, y, w, ids: (x, y, w)), verbose=0))
-        captions = self.val_captions(model)
+            data = val_data.dataset(args.bs, args.cnn, training=False)
+            return float(fit_model.evaluate(data.map(lambda x, y, w, ids: (x, y, w)), verbose=0))
+        captions = self.val_captions(model, fit_model, val_data)
         overall, _ = score_captions(self.ground_truth, captions, [args.es_metric])
         return overall[args.es_metric]
 
-    def val_captions(self, model):
+    def val_captions(self, model, fit_model, val_data):
         """``{image_id: caption}`` for the validation split (greedy, or teacher-forced)."""
-        if getattr(self, "_decoder", None) is None or self._decoder.model is not model:
-            self._decoder = GreedyDecoder(model, self.args.seqlen)
+        from_features = val_data.features_path is not None
+        if self._decoder is None or self._decoder.model is not model \
+                or self._decoder.from_features != from_features:
+            self._decoder = GreedyDecoder(model, self.args.seqlen, from_features)
         decoder = self._decoder
         captions = {}
-        for x, _, _, ids in self.val_data.dataset(self.args.bs, self.args.cnn, training=False):
+        for x, _, _, ids in val_data.dataset(self.args.bs, self.args.cnn, training=False):
             if self.args.es_prev_words == "gen":
-                words = decoder(x["images"])
+                words = decoder(x["features" if from_features else "images"])
             else:
-                words = np.argmax(model(x, training=False)[:, 0], axis=-1)
+                words = np.argmax(fit_model(x, training=False)[:, 0], axis=-1)
             for image_id, caption in zip(ids.numpy(), decoder.to_captions(words)):
                 captions[int(image_id)] = caption
         return captions
@@ -147,40 +182,41 @@ class Trainer:
             if stage_state.get("done"):
                 log.info("stage %s already done (best %s)", stage, stage_state.get("best_path"))
                 continue
-            model = self.stage_model(stage, stage_state, state)
-            self.train_stage(model, stage, stage_state, state)
+            model, fit_model = self.stage_model(stage, stage_state, state)
+            self.train_stage(model, fit_model, stage, stage_state, state)
         return state
 
     def stage_model(self, stage, stage_state, state):
-        """The model a stage starts (or resumes) from."""
+        """The captioner a stage starts (or resumes) from, and the compiled model fit() runs."""
         if stage_state.get("epochs_done"):
             log.info("resuming stage %s after epoch %d", stage, stage_state["epochs_done"])
-            model = self.prepare(checkpoints.load_model(stage_state["last_path"], compile=False),
-                                 stage)
-            checkpoints.restore_optimizer(model.optimizer, model.trainable_variables,
+            model = checkpoints.load_model(stage_state["last_path"], compile=False)
+            fit_model = self.prepare(model, stage)
+            checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
                                           stage_state["optimizer_path"])
-            return model
-        if stage == "finetune":
-            start = self.args.model_file or state["stages"].get("frozen", {}).get("best_path")
-            if start:
-                log.info("fine-tuning from %s", start)
-                return self.prepare(checkpoints.load_model(start, compile=False), stage)
-        if self.args.model_file and stage == "frozen":
-            return self.prepare(checkpoints.load_model(self.args.model_file, compile=False), stage)
-        return self.prepare(self.new_model(), stage)
+            return model, fit_model
+        start = self.args.model_file
+        if stage == "finetune" and not start:
+            start = state["stages"].get("frozen", {}).get("best_path")
+        if start:
+            log.info("stage %s starts from %s", stage, start)
+            model = checkpoints.load_model(start, compile=False)
+        else:
+            model = self.new_model()
+        return model, self.prepare(model, stage)
 
-    def train_stage(self, model, stage, stage_state, state):
+    def train_stage(self, model, fit_model, stage, stage_state, state):
         args = self.args
+        train_data, val_data = self.stage_data(model, stage)
         epochs = args.ftnepochs if stage == "finetune" else args.nepochs
         maximize = args.es_metric != "loss"
         stopper = EarlyStopping(args.pat, maximize, stage_state.get("best"),
                                 stage_state.get("wait", 0))
         csv = keras.callbacks.CSVLogger(self.model_path(f"{stage}_log.csv"), append=True)
         for epoch in range(stage_state.get("epochs_done", 0), epochs):
-            data = self.train_data.dataset(args.bs, args.cnn, training=True,
-                                           seq_per_img=args.seq_per_img, seed=args.seed,
-                                           epoch=epoch)
-            history = model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
+            data = train_data.dataset(args.bs, args.cnn, training=True,
+                                      seq_per_img=args.seq_per_img, seed=args.seed, epoch=epoch)
+            history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
                                 shuffle=False,  # the loader shuffles, seeded by epoch
                                 callbacks=[keras.callbacks.TerminateOnNaN(), csv])
             loss = history.history["loss"][-1]
@@ -188,11 +224,11 @@ class Trainer:
                 kept = stage_state.get("last_path", "none yet")
                 raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}; "
                                     f"stopped, the last good checkpoint is {kept}")
-            value = self.validate(model)
+            value = self.validate(model, fit_model, val_data)
             improved, stop = stopper.update(value)
             log.info("stage %s epoch %d: loss %.4f, val %s %.4f%s", stage, epoch + 1, loss,
                      args.es_metric, value, " (best)" if improved else "")
-            self.save(model, stage, epoch, value, improved, stage_state)
+            self.save(model, fit_model.optimizer, stage, epoch, value, improved, stage_state)
             stage_state.update(stopper.state(), epochs_done=epoch + 1,
                                history=stage_state.get("history", []) + [
                                    {"epoch": epoch + 1, "loss": loss, args.es_metric: value}])
@@ -205,14 +241,14 @@ class Trainer:
         stage_state["done"] = True
         checkpoints.write_state(self.state_path, state)
 
-    def save(self, model, stage, epoch, value, improved, stage_state):
+    def save(self, model, optimizer, stage, epoch, value, improved, stage_state):
         """Writes this epoch's checkpoints. The last checkpoint and optimizer state are named by
         epoch and only the state file, written after them, says which is current: a crash at
         any point leaves the state pointing at a complete, matching pair."""
         last = self.model_path(f"last_epoch{epoch + 1:02d}.keras", stage)
         optimizer_path = self.model_path(f"last_epoch{epoch + 1:02d}_optimizer.npz", stage)
         checkpoints.save_model(model, last)
-        checkpoints.save_optimizer(model.optimizer, optimizer_path)
+        checkpoints.save_optimizer(optimizer, optimizer_path)
         stage_state["previous_last"] = [stage_state.get("last_path"),
                                         stage_state.get("optimizer_path")]
         stage_state.update(last_path=last, optimizer_path=optimizer_path)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from imcap import train, trainer
+from imcap.utils import features
 from imcap.utils.checkpoints import load_model
+from imcap.utils.loader import CaptionData
 
 TINY = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
         "-emb_dim", "16", "-z_dim", "16", "-lstm_dim", "16", "-bs", "8", "-lr", "0.01",
@@ -65,7 +67,7 @@ def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
 
 def test_early_stopping_stops_at_the_right_epoch(data_folder, monkeypatch):
     scripted = iter([1.0, 2.0, 2.0, 1.5, 1.9, 3.0, 4.0])
-    monkeypatch.setattr(trainer.Trainer, "validate", lambda self, model: next(scripted))
+    monkeypatch.setattr(trainer.Trainer, "validate", lambda self, *models: next(scripted))
     train.main(["-data_folder", str(data_folder), "-nepochs", "10", "-ftnepochs", "0",
                 "-pat", "3"] + TINY)
     frozen = read_state(data_folder)["stages"]["frozen"]
@@ -93,8 +95,8 @@ def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(data_folder
     real_save = trainer.Trainer.save
     calls = []
 
-    def crash_after_epoch_two(self, model, stage, epoch, value, improved, stage_state):
-        real_save(self, model, stage, epoch, value, improved, stage_state)
+    def crash_after_epoch_two(self, model, optimizer, stage, epoch, value, improved, stage_state):
+        real_save(self, model, optimizer, stage, epoch, value, improved, stage_state)
         calls.append(epoch)
         if epoch == 1:
             raise KeyboardInterrupt
@@ -123,3 +125,36 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert exit_info.value.code == 1
     assert "preprocessed data not found: " in capsys.readouterr().err
     keras.backend.clear_session()
+
+
+def test_feature_cache_gives_the_numbers_of_images(data_folder, tmp_path):
+    args = ["-nepochs", "2", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss"] + TINY
+    cached = tmp_path / "cached"
+    shutil.copytree(data_folder, cached)
+    train.main(["-data_folder", str(data_folder)] + args)
+    train.main(["-data_folder", str(cached), "--precompute_feats"] + args)
+    from_images = read_state(data_folder)["stages"]["frozen"]
+    from_cache = read_state(cached)["stages"]["frozen"]
+    # float16 storage of the features is the only difference
+    np.testing.assert_allclose([h["loss"] for h in from_cache["history"]],
+                               [h["loss"] for h in from_images["history"]], rtol=2e-3)
+    # and one model gives the same logits from images and from its cached features
+    model = load_model(from_images["last_path"])
+    h5 = str(data_folder / "data" / "cocotalk_challenge.h5")
+    js = str(data_folder / "data" / "cocotalk_challenge.json")
+    cache = features.cache_features(model.encoder, "resnet", h5, str(tmp_path / "c.h5"))
+    x_images = next(iter(CaptionData(h5, js, "val").dataset(4, training=False)))[0]
+    x_cached = next(iter(CaptionData(h5, js, "val", features_path=cache).dataset(
+        4, training=False)))[0]
+    np.testing.assert_allclose(model.features_model()(x_cached), model(x_images), atol=1e-2)
+
+
+def test_standardized_features_store_their_statistics(data_folder):
+    train.main(["-data_folder", str(data_folder), "-nepochs", "1", "-ftnepochs", "0",
+                "-standardize", "position", "--precompute_feats", "-sent_dropout", "0.5",
+                "--position_embedding"] + TINY)
+    model = load_model(read_state(data_folder)["stages"]["frozen"]["last_path"])
+    assert len(model.config.feature_scale) == 256
+    assert np.asarray(model.config.feature_center).shape == (64, 256)
+    assert model.get_layer("standardize") is not None
+    assert model.config.sent_dropout == 0.5 and model.config.position_embedding

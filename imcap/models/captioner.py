@@ -96,17 +96,33 @@ class Captioner(keras.Model):
                                           name="features")
                 features = image_input
             words = keras.Input((None, None), dtype="int32", name="words")
-            global_vector, regions, keys = self._image_side(features)
-            flat_words, global_vector, regions, keys = self.expand_captions(
-                [words, global_vector, regions, keys])
-            logits, _ = self._caption_side(flat_words, global_vector, regions, keys)
-            logits = self.collapse_captions([logits, words])
+            logits = self._logits_graph(features, words)
             inputs = {"images" if config.input_images else "features": image_input,
                       "words": words}
             super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
         self.config = config
+
+    def _logits_graph(self, features, words):
+        """The teacher-forced graph from region features and (B, N, T) words to logits."""
+        global_vector, regions, keys = self._image_side(features)
+        flat_words, global_vector, regions, keys = self.expand_captions(
+            [words, global_vector, regions, keys])
+        logits, _ = self._caption_side(flat_words, global_vector, regions, keys)
+        return self.collapse_captions([logits, words])
+
+    def features_model(self):
+        """A model from precomputed region features (``{"features", "words"}``) to logits that
+        shares this captioner's decoder layers, and so its weights: training it trains this
+        captioner's decoder without running the CNN (stage 1 from a feature cache)."""
+        if self.encoder is None:
+            return self
+        features = keras.Input((self.config.num_regions, self.config.feature_dim),
+                               name="features")
+        words = keras.Input((None, None), dtype="int32", name="words")
+        return keras.Model({"features": features, "words": words},
+                           self._logits_graph(features, words), name="captioner_on_features")
 
     def _image_side(self, features, training=None):
         """v_g (B, emb), regions (B, K, z), keys (B, K, emb): the image-side projections."""
@@ -137,10 +153,14 @@ class Captioner(keras.Model):
 
     # --- decoding ------------------------------------------------------------------------------
 
-    def encode(self, images_or_features):
-        """Image-side tensors for decoding, computed once per image (no dropout)."""
+    def encode(self, images_or_features, from_features=False):
+        """Image-side tensors for decoding, computed once per image (no dropout).
+
+        Takes what the model takes (images, or features for a features captioner), or region
+        features with ``from_features=True``.
+        """
         features = images_or_features
-        if self.encoder is not None:
+        if self.encoder is not None and not from_features:
             features = self.encoder(images_or_features, training=False)
         global_vector, regions, keys = self._image_side(features, training=False)
         return {"regions": regions, "keys": keys,

@@ -16,10 +16,12 @@ class GreedyDecoder:
     Args:
         model: a ``Captioner``.
         max_length: caption length with both markers (the seed's ``-seqlen``).
+        from_features: the inputs are region features, not what the model takes.
     """
 
-    def __init__(self, model, max_length=None):
+    def __init__(self, model, max_length=None, from_features=False):
         self.model = model
+        self.from_features = from_features
         self.max_length = max_length or model.config.max_length
         vocab_size = model.config.vocab_size
         banned = np.zeros(vocab_size, dtype=np.float32)
@@ -29,7 +31,7 @@ class GreedyDecoder:
 
     def _decode_graph(self, inputs):
         model = self.model
-        encoded = model.encode(inputs)
+        encoded = model.encode(inputs, from_features=self.from_features)
         batch = tf.shape(inputs)[0]
         words = tf.fill((batch,), model.config.start_id)
         state = model.initial_state(batch)

@@ -5,6 +5,7 @@ into (S, S, 3) and preprocessed for the encoder; captions are held in memory. Ea
 batch of ``B`` images with ``N = seq_per_img`` captions each::
 
     x = {"images": (B, S, S, 3) float32, "words": (B, N, T - 1) int32}   previous words
+        (or {"features": (B, K, D) float32, ...} from a feature cache)
     y = (B, N, T - 1) int32                                              the caption shifted by one
     sample_weight = (B, N, T - 1) float32                                1 on words, 0 on padding
 
@@ -53,12 +54,15 @@ class CaptionData:
         json_path: its JSON (``ix_to_word`` and ``images`` with their splits).
         split: ``"train"``, ``"val"``, ``"test"`` (or ``"restval"`` if kept separate).
         with_images: ``False`` for a labels-only HDF5 (``--no_images``).
+        features_path: a feature cache (``imcap.utils.features``); the dataset then yields
+            ``{"features": (B, K, D) float32, "words"}`` instead of images.
     """
 
-    def __init__(self, h5_path, json_path, split, with_images=True):
+    def __init__(self, h5_path, json_path, split, with_images=True, features_path=None):
         self.h5_path = h5_path
         self.split = split
-        self.with_images = with_images
+        self.features_path = features_path
+        self.with_images = with_images and features_path is None
         info = load_json(json_path, "vocabulary json")
         if not isinstance(info, dict) or not isinstance(info.get("ix_to_word"), dict) \
                 or not isinstance(info.get("images"), list):
@@ -82,7 +86,9 @@ class CaptionData:
         self.image_ids = np.array([info["images"][i].get("id", -1) for i in self.positions],
                                   dtype=np.int64)
         self._read_labels(h5_path, json_path, len(splits))
-        self._h5 = None
+        self._h5 = self._features = None
+        if features_path is not None:
+            self._check_features(features_path, len(splits))
 
     def _read_labels(self, h5_path, json_path, num_images):
         try:
@@ -121,6 +127,26 @@ class CaptionData:
         self.label_start = start[self.positions].astype(np.int64) - 1  # 0-based rows
         self.label_count = end[self.positions].astype(np.int64) - self.label_start
         self.seq_length = labels.shape[1]
+
+    def _check_features(self, path, num_images):
+        try:
+            with h5py.File(path, "r") as f:
+                if "features" not in f:
+                    raise DataError(f"feature cache {path}: dataset 'features' is missing")
+                shape = f["features"].shape
+        except OSError as e:
+            raise DataError(f"feature cache {path} cannot be read: {e}") from None
+        if len(shape) != 3 or shape[0] != num_images:
+            raise DataError(f"feature cache {path}: 'features' has shape {shape}, expected "
+                            f"({num_images}, K, D) for the images of {self.h5_path}")
+        self.feature_shape = shape[1:]
+
+    def read_features(self, split_indices):
+        """(B, K, D) float32 cached features for indices into this split."""
+        if self._features is None:
+            self._features = h5py.File(self.features_path, "r")
+        dataset = self._features["features"]
+        return np.stack([dataset[p] for p in self.positions[split_indices]]).astype(np.float32)
 
     def __len__(self):
         return len(self.positions)
@@ -171,22 +197,27 @@ class CaptionData:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if seq_per_img < 1:
             raise ValueError(f"seq_per_img must be at least 1, got {seq_per_img}")
-        if not self.with_images:
+        if not self.with_images and self.features_path is None:
             raise ValueError(f"{self.h5_path} was opened without images")
         order, rows = self.epoch_plan(seq_per_img, seed, epoch, training)
         captions = self.labels[rows]  # (n, N, T)
         slices = (order, captions) + (() if training else (self.image_ids[order],))
-        size = self.image_size
-
         check_encoder(cnn)
 
         def read_bgr(indices):
             return np.ascontiguousarray(self.read_images(indices)[..., ::-1])
 
-        def load(indices, caps, *ids):
+        def load_inputs(indices):
+            if self.features_path is not None:
+                features = tf.numpy_function(self.read_features, [indices], tf.float32)
+                features.set_shape((None,) + tuple(self.feature_shape))
+                return {"features": features}
             images = tf.numpy_function(read_bgr, [indices], tf.uint8)
-            images.set_shape((None, size, size, 3))
-            x = {"images": preprocess_images(images, cnn, bgr=True), "words": caps[:, :, :-1]}
+            images.set_shape((None, self.image_size, self.image_size, 3))
+            return {"images": preprocess_images(images, cnn, bgr=True)}
+
+        def load(indices, caps, *ids):
+            x = dict(load_inputs(indices), words=caps[:, :, :-1])
             targets = caps[:, :, 1:]
             weights = tf.cast(targets > 0, tf.float32)
             return (x, targets, weights) + ids

@@ -1,0 +1,70 @@
+"""A cache of CNN region features: the frozen encoder runs once over every image.
+
+Stage 1 trains only the decoder, so the CNN's output for an image never changes; computing it
+once and training from the cache removes the CNN from every training step. The cache is an
+HDF5 ``features`` (N, K, D) float16 in the order of the preprocessed HDF5, with the encoder's
+fingerprint (a hash of its weights and configuration) as an attribute: a cache made by another
+encoder is never reused. It is written under a temporary name and renamed when complete.
+"""
+
+import hashlib
+import logging
+import os
+import sys
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from imcap.utils import fileio
+from imcap.utils.loader import preprocess_images
+
+log = logging.getLogger("imcap.features")
+
+
+def encoder_fingerprint(encoder, cnn):
+    """A hash of the encoder's weights, input size and output layer."""
+    digest = hashlib.sha256(f"{cnn}:{encoder.input.shape}:{encoder.output.shape}".encode())
+    for weights in encoder.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_features(encoder, cnn, h5_path, out_path, batch_size=32):
+    """Writes (or reuses) the feature cache of every image in ``h5_path``; returns its path."""
+    fingerprint = encoder_fingerprint(encoder, cnn)
+    if os.path.isfile(out_path):
+        with h5py.File(out_path, "r") as f:
+            if f.attrs.get("fingerprint") == fingerprint:
+                log.info("reusing the feature cache %s", out_path)
+                return out_path
+    temporary = fileio.prepare_output(out_path)
+    num_regions, channels = encoder.output.shape[1:]
+    try:
+        with h5py.File(h5_path, "r") as source, h5py.File(temporary, "w") as target:
+            images = source["images"]
+            total = images.shape[0]
+            features = target.create_dataset("features", (total, num_regions, channels),
+                                             dtype="float16", chunks=(1, num_regions, channels))
+            with tqdm(total=total, desc="features", unit="img", file=sys.stderr) as progress:
+                for start in range(0, total, batch_size):
+                    stop = min(start + batch_size, total)
+                    batch = images[start:stop].transpose(0, 2, 3, 1)
+                    out = encoder(preprocess_images(batch, cnn), training=False)
+                    features[start:stop] = np.asarray(out, dtype=np.float16)
+                    progress.update(stop - start)
+            target.attrs["fingerprint"] = fingerprint
+        fileio.commit(out_path)
+    except BaseException:
+        fileio.discard(out_path)
+        raise
+    return out_path
+
+
+def read_split_features(cache_path, positions, batch_size=256):
+    """Yields float32 feature batches of the images at HDF5 ``positions`` (for statistics)."""
+    with h5py.File(cache_path, "r") as f:
+        features = f["features"]
+        for start in range(0, len(positions), batch_size):
+            chunk = positions[start:start + batch_size]
+            yield np.stack([features[p] for p in chunk]).astype(np.float32)
