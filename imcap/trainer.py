@@ -115,7 +115,7 @@ class Trainer:
 
     def feature_cache(self, model):
         return features.cache_features(model.encoder, self.args.cnn, self.h5_path,
-                                       self.cache_path, self.args.bs)
+                                       self.cache_path)
 
     def uses_cache(self, stage):
         return self.args.precompute_feats and stage == "frozen"

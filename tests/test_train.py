@@ -158,3 +158,26 @@ def test_standardized_features_store_their_statistics(data_folder):
     assert np.asarray(model.config.feature_center).shape == (64, 256)
     assert model.get_layer("standardize") is not None
     assert model.config.sent_dropout == 0.5 and model.config.position_embedding
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_folder, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["-data_folder", str(data_folder), "-nepochs", "3", "-ftnepochs", "0",
+                    "-optim", "SGD"] + TINY + ["-lr", "1e30", "-clip", "1e30"])
+    assert exit_info.value.code == 1
+    message = capsys.readouterr().err
+    assert "the loss became nan in stage frozen, epoch" in message
+    assert "stopped, the last good checkpoint is" in message
+    models = os.listdir(data_folder / "models")
+    assert not [m for m in models if "partial" in m]
+
+
+def test_plot_curves_writes_a_png(data_folder, monkeypatch):
+    from imcap import plot_curves
+
+    scripted = iter([1.0, 2.0])
+    monkeypatch.setattr(trainer.Trainer, "validate", lambda self, *models: next(scripted))
+    train.main(["-data_folder", str(data_folder), "-nepochs", "2", "-ftnepochs", "0"] + TINY)
+    plot_curves.main(["-data_folder", str(data_folder)])
+    png = data_folder / "results" / "model_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
