@@ -175,6 +175,13 @@ def get_parser():
     parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
     parser.switch("dr", "dr", help="the seed's extra dropout layers, at -dr_ratio")
     parser.switch("bn", "bn", help="unused by the seed: there is no batch-norm option")
+    parser.option("accum", default=1, type=positive(int),
+                  help="gradient accumulation: average the gradients of this many batches per "
+                       "update (an effective batch of -bs x -accum images)")
+    parser.add_argument("--mixed_precision", dest="mixed_precision", nargs="?",
+                        const="auto", default=None, choices=["auto", "float16", "bfloat16"],
+                        help="mixed precision (sets -dtype): float16 on a GPU, bfloat16 "
+                             "otherwise ('auto'), or as given")
     parser.switch("precompute_feats", "precompute_feats",
                   help="stage 1: run the frozen CNN once over all images into a float16 feature "
                        "cache (DATA_FOLDER/tmp) and train the decoder from it")
@@ -184,7 +191,14 @@ def get_parser():
 
 
 def parse_args(argv=None):
-    return get_parser().parse_args(argv)
+    args = get_parser().parse_args(argv)
+    if args.mixed_precision:
+        kind = args.mixed_precision
+        if kind == "auto":
+            import tensorflow as tf
+            kind = "float16" if tf.config.list_physical_devices("GPU") else "bfloat16"
+        args.dtype = f"mixed_{kind}"
+    return args
 
 
 def model_config(args, vocabulary, input_images=True, num_regions=None, feature_dim=None,

@@ -16,6 +16,7 @@ if __name__ == "__main__" and not __package__:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from imcap import args as imcap_args  # noqa: E402
 from imcap.trainer import Trainer, TrainingError, check_inputs  # noqa: E402
@@ -41,6 +42,11 @@ def main(argv=None):
         state = Trainer(args).run()
     except (DataError, ValueError, TrainingError) as e:
         print(f"train: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except tf.errors.ResourceExhaustedError as e:
+        print(f"train: error: out of memory ({str(e).splitlines()[0][:200]}); use a smaller -bs "
+              f"with -accum N to keep the effective batch (-bs x N), --mixed_precision, or "
+              f"--precompute_feats for stage 1", file=sys.stderr)
         sys.exit(1)
     for stage, stage_state in state["stages"].items():
         print(f"stage {stage}: {stage_state.get('epochs_done', 0)} epochs, best "

@@ -62,6 +62,8 @@ def make_optimizer(args, learning_rate):
     if args.decay > 0:
         learning_rate = keras.optimizers.schedules.InverseTimeDecay(learning_rate, 1, args.decay)
     common = {"learning_rate": learning_rate, "clipvalue": args.clip}
+    if args.accum > 1:
+        common["gradient_accumulation_steps"] = args.accum
     if args.optim == "adam":
         return keras.optimizers.Adam(beta_1=args.alpha, beta_2=args.beta, **common)
     return {"SGD": keras.optimizers.SGD, "adadelta": keras.optimizers.Adadelta,
@@ -213,12 +215,14 @@ class Trainer:
         stopper = EarlyStopping(args.pat, maximize, stage_state.get("best"),
                                 stage_state.get("wait", 0))
         csv = keras.callbacks.CSVLogger(self.model_path(f"{stage}_log.csv"), append=True)
+        board = keras.callbacks.TensorBoard(os.path.join(self.paths["logs"], "tensorboard",
+                                                         f"{args.model_name}_{stage}"))
         for epoch in range(stage_state.get("epochs_done", 0), epochs):
             data = train_data.dataset(args.bs, args.cnn, training=True,
                                       seq_per_img=args.seq_per_img, seed=args.seed, epoch=epoch)
             history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
                                 shuffle=False,  # the loader shuffles, seeded by epoch
-                                callbacks=[keras.callbacks.TerminateOnNaN(), csv])
+                                callbacks=[keras.callbacks.TerminateOnNaN(), csv, board])
             loss = history.history["loss"][-1]
             if not math.isfinite(loss):
                 kept = stage_state.get("last_path", "none yet")

@@ -97,3 +97,10 @@ def test_help_as_the_seed_documents_it(command, cwd):
     assert done.returncode == 0, done.stderr
     for flag in ("-model_name", "--sgate", "-es_metric", "-finetune_start_layer", "-cnn_weights"):
         assert flag in done.stdout
+
+
+def test_mixed_precision_flag_sets_the_dtype_policy():
+    assert imcap_args.parse_args([]).dtype == "float32"
+    assert imcap_args.parse_args(["--mixed_precision"]).dtype == "mixed_bfloat16"  # no GPU here
+    assert imcap_args.parse_args(["--mixed_precision", "float16"]).dtype == "mixed_float16"
+    assert imcap_args.parse_args(["-accum", "4"]).accum == 4

@@ -181,3 +181,56 @@ def test_plot_curves_writes_a_png(data_folder, monkeypatch):
     plot_curves.main(["-data_folder", str(data_folder)])
     png = data_folder / "results" / "model_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_accumulated_gradients_equal_the_large_batch(shapes_prepro):
+    """-accum 2 with batches of 4 makes the same update as one batch of 8 (SGD, no dropout)."""
+    from imcap import args as imcap_args
+    from imcap.models.captioner import Captioner
+    from imcap.models.encoder import set_trainable
+
+    h5, js = shapes_prepro
+    data = CaptionData(h5, js, "train")
+    x, y, w = next(iter(data.dataset(8, training=False)))[:3]
+    results = []
+    for accum, batches in ((1, [(x, y, w)]), (2, [
+            ({k: v[:4] for k, v in x.items()}, y[:4], w[:4]),
+            ({k: v[4:] for k, v in x.items()}, y[4:], w[4:])])):
+        parsed = imcap_args.parse_args(TINY + ["-dr_ratio", "0", "-optim", "SGD", "-lr", "0.5",
+                                               "-accum", str(accum)])
+        keras.utils.set_random_seed(1)
+        model = Captioner(imcap_args.model_config(parsed, data.vocabulary))
+        set_trainable(model.encoder)  # stage 1: BatchNormalization in inference mode
+        model.compile(optimizer=trainer.make_optimizer(parsed, parsed.lr),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        for bx, by, bw in batches:
+            model.train_on_batch(bx, by, sample_weight=bw)
+        results.append(model.get_weights())
+    changed = 0
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(results[0], Captioner(model.config).get_weights()):
+        changed += not np.allclose(a, b)
+    assert changed > 0  # the update really happened
+
+
+@pytest.mark.parametrize("how", ["script", "module", "console"])
+def test_the_seeds_readme_commands(data_folder, how):
+    """`python train.py --sgate` from imcap/, as the seed's README says, and the other two."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command, cwd = {
+        "script": ([sys.executable, "train.py"], os.path.join(repo, "imcap")),
+        "module": ([sys.executable, "-m", "imcap.train"], repo),
+        "console": ([os.path.join(os.path.dirname(sys.executable), "imcap-train")], repo),
+    }[how]
+    flags = ["-data_folder", str(data_folder), "-nepochs", "1", "-ftnepochs", "0",
+             "-es_metric", "loss"] + [f for f in TINY if f != "--log_term"]
+    done = subprocess.run(command + flags, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage frozen: 1 epochs" in done.stdout
+    log_file = data_folder / "logs" / "model.log"
+    assert "stage frozen epoch 1: loss" in log_file.read_text()
+    assert (data_folder / "logs" / "tensorboard" / "model_frozen").is_dir()
