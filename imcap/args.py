@@ -185,6 +185,9 @@ def get_parser():
     parser.switch("precompute_feats", "precompute_feats",
                   help="stage 1: run the frozen CNN once over all images into a float16 feature "
                        "cache (DATA_FOLDER/tmp) and train the decoder from it")
+    parser.option("ckpt_every", default=0, type=non_negative(int),
+                  help="also checkpoint every this many training steps (0: after each epoch "
+                       "only); --resume loses at most that much work")
     parser.switch("resume", "resume",
                   help="continue an interrupted train.py run from its last checkpoint")
     return parser

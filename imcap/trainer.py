@@ -190,8 +190,9 @@ class Trainer:
 
     def stage_model(self, stage, stage_state, state):
         """The captioner a stage starts (or resumes) from, and the compiled model fit() runs."""
-        if stage_state.get("epochs_done"):
-            log.info("resuming stage %s after epoch %d", stage, stage_state["epochs_done"])
+        if stage_state.get("last_path"):
+            log.info("resuming stage %s after epoch %d, step %d", stage,
+                     stage_state.get("epochs_done", 0), stage_state.get("steps_done", 0))
             model = checkpoints.load_model(stage_state["last_path"], compile=False)
             fit_model = self.prepare(model, stage)
             checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
@@ -220,9 +221,16 @@ class Trainer:
         for epoch in range(stage_state.get("epochs_done", 0), epochs):
             data = train_data.dataset(args.bs, args.cnn, training=True,
                                       seq_per_img=args.seq_per_img, seed=args.seed, epoch=epoch)
+            steps_done = stage_state.get("steps_done", 0)
+            if steps_done:
+                log.info("resuming epoch %d after step %d", epoch + 1, steps_done)
+                data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
+            every = StepCheckpoint(self, model, fit_model.optimizer, stage, epoch, steps_done,
+                                   stage_state, state)
             history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
-                                shuffle=False,  # the loader shuffles, seeded by epoch
-                                callbacks=[keras.callbacks.TerminateOnNaN(), csv, board])
+                                    shuffle=False,  # the loader shuffles, seeded by epoch
+                                    callbacks=[keras.callbacks.TerminateOnNaN(), csv, board,
+                                               every])
             loss = history.history["loss"][-1]
             if not math.isfinite(loss):
                 kept = stage_state.get("last_path", "none yet")
@@ -233,7 +241,7 @@ class Trainer:
             log.info("stage %s epoch %d: loss %.4f, val %s %.4f%s", stage, epoch + 1, loss,
                      args.es_metric, value, " (best)" if improved else "")
             self.save(model, fit_model.optimizer, stage, epoch, value, improved, stage_state)
-            stage_state.update(stopper.state(), epochs_done=epoch + 1,
+            stage_state.update(stopper.state(), epochs_done=epoch + 1, steps_done=0,
                                history=stage_state.get("history", []) + [
                                    {"epoch": epoch + 1, "loss": loss, args.es_metric: value}])
             state["stages"][stage] = stage_state
@@ -245,22 +253,26 @@ class Trainer:
         stage_state["done"] = True
         checkpoints.write_state(self.state_path, state)
 
-    def save(self, model, optimizer, stage, epoch, value, improved, stage_state):
-        """Writes this epoch's checkpoints. The last checkpoint and optimizer state are named by
-        epoch and only the state file, written after them, says which is current: a crash at
-        any point leaves the state pointing at a complete, matching pair."""
-        last = self.model_path(f"last_epoch{epoch + 1:02d}.keras", stage)
-        optimizer_path = self.model_path(f"last_epoch{epoch + 1:02d}_optimizer.npz", stage)
+    def save_last(self, model, optimizer, stage, tag, stage_state):
+        """Writes the last checkpoint and optimizer state, named by ``tag`` (epoch, step). Only
+        the state file, written after them, says which pair is current: a crash at any point
+        leaves the state pointing at a complete, matching pair."""
+        last = self.model_path(f"last_{tag}.keras", stage)
+        optimizer_path = self.model_path(f"last_{tag}_optimizer.npz", stage)
         checkpoints.save_model(model, last)
         checkpoints.save_optimizer(optimizer, optimizer_path)
         stage_state["previous_last"] = [stage_state.get("last_path"),
                                         stage_state.get("optimizer_path")]
         stage_state.update(last_path=last, optimizer_path=optimizer_path)
+
+    def save(self, model, optimizer, stage, epoch, value, improved, stage_state):
+        """Writes this epoch's checkpoints: the last one, and the best ones if ``improved``."""
+        self.save_last(model, optimizer, stage, f"epoch{epoch + 1:02d}", stage_state)
         if not improved:
             return
         metric = self.args.es_metric
         best = self.model_path(f"epoch{epoch + 1:02d}_{metric}{value:.4f}.keras", stage)
-        shutil.copyfile(last, best + ".partial")
+        shutil.copyfile(stage_state["last_path"], best + ".partial")
         os.replace(best + ".partial", best)
         alias = self.model_path("best.keras", stage)
         shutil.copyfile(best, alias + ".partial")
@@ -279,6 +291,31 @@ class Trainer:
             if path and path not in (stage_state["last_path"], stage_state["optimizer_path"]) \
                     and os.path.exists(path):
                 os.remove(path)
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves the last checkpoint every ``-ckpt_every`` steps within an epoch, so that --resume
+    loses at most that many steps (0: only at the end of each epoch)."""
+
+    def __init__(self, trainer, model, optimizer, stage, epoch, steps_done, stage_state, state):
+        super().__init__()
+        self.trainer, self.captioner, self.optimizer = trainer, model, optimizer
+        self.stage, self.epoch, self.steps_done = stage, epoch, steps_done
+        self.stage_state, self.state = stage_state, state
+        self.every = trainer.args.ckpt_every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.steps_done + batch + 1
+        if not self.every or step % self.every:
+            return
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            return  # never checkpoint a diverged model; TerminateOnNaN stops the epoch
+        self.trainer.save_last(self.captioner, self.optimizer, self.stage,
+                               f"epoch{self.epoch + 1:02d}_step{step:05d}", self.stage_state)
+        self.stage_state["steps_done"] = step
+        self.state["stages"][self.stage] = self.stage_state
+        checkpoints.write_state(self.trainer.state_path, self.state)
+        self.trainer.remove_previous_last(self.stage_state)
 
 
 def check_inputs(args):

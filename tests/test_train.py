@@ -234,3 +234,50 @@ def test_the_seeds_readme_commands(data_folder, how):
     log_file = data_folder / "logs" / "model.log"
     assert "stage frozen epoch 1: loss" in log_file.read_text()
     assert (data_folder / "logs" / "tensorboard" / "model_frozen").is_dir()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(data_folder, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flags = ["-nepochs", "5", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss",
+             "-ckpt_every", "1", "-pat", "5"] + TINY
+    straight = tmp_path / "straight"
+    shutil.copytree(data_folder, straight)
+    train.main(["-data_folder", str(straight)] + flags)
+
+    command = [sys.executable, "-m", "imcap.train", "-data_folder", str(data_folder)] + flags
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = data_folder / "models" / "model_state.json"
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and process.poll() is None:
+        try:
+            frozen = json.loads(state_file.read_text())["stages"]["frozen"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            frozen = {}
+        if frozen.get("epochs_done", 0) >= 2 and frozen.get("steps_done", 0) >= 1:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            killed_at = (frozen["epochs_done"], frozen["steps_done"])
+            break
+        time.sleep(0.02)
+    assert killed_at is not None, "the run ended before it could be killed mid-epoch"
+    assert process.returncode == -signal.SIGKILL
+    train.main(["-data_folder", str(data_folder), "--resume"] + flags)
+    a = read_state(data_folder)["stages"]["frozen"]
+    b = read_state(straight)["stages"]["frozen"]
+    assert a["epochs_done"] == b["epochs_done"] == 5 and a["done"]
+    np.testing.assert_allclose([h["loss"] for h in a["history"]][-1:],
+                               [h["loss"] for h in b["history"]][-1:], rtol=1e-5)
+    assert os.path.basename(a["best_epoch_path"]) == os.path.basename(b["best_epoch_path"])
+    for x, y in zip(load_model(a["last_path"]).get_weights(),
+                    load_model(b["last_path"]).get_weights()):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    # nothing that looks complete is half-written: every checkpoint without "partial" loads
+    for name in os.listdir(data_folder / "models"):
+        if name.endswith(".keras") and "partial" not in name:
+            load_model(str(data_folder / "models" / name), compile=False)
