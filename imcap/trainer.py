@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from imcap import args as imcap_args
+from imcap import optimizers
 from imcap.coco_caption.scoring import load_ground_truth, score_captions
 from imcap.models.captioner import Captioner
 from imcap.models.decoding import GreedyDecoder
@@ -57,18 +58,13 @@ class EarlyStopping:
         return {"best": self.best, "wait": self.wait}
 
 
-def make_optimizer(args, learning_rate):
-    """The seed's optimizers with value clipping (``-clip``) and Keras 1 decay (``-decay``)."""
-    if args.decay > 0:
-        learning_rate = keras.optimizers.schedules.InverseTimeDecay(learning_rate, 1, args.decay)
-    common = {"learning_rate": learning_rate, "clipvalue": args.clip}
-    if args.accum > 1:
-        common["gradient_accumulation_steps"] = args.accum
-    if args.optim == "adam":
-        return keras.optimizers.Adam(beta_1=args.alpha, beta_2=args.beta, **common)
-    return {"SGD": keras.optimizers.SGD, "adadelta": keras.optimizers.Adadelta,
-            "adagrad": keras.optimizers.Adagrad,
-            "rmsprop": keras.optimizers.RMSprop}[args.optim](**common)
+def make_optimizer(args, learning_rate, cnn_variables=()):
+    """The seed's optimizer (``-optim``) with value clipping (``-clip``), Keras 1 decay
+    (``-decay``) and ``-accum``; with ``--lrmults``, ``cnn_variables`` learn at ``-lrmult_conv``
+    times the learning rate."""
+    multiplier = args.lrmult_conv if args.lrmults and cnn_variables else None
+    return optimizers.make_optimizer(args.optim, learning_rate, args.alpha, args.beta, args.clip,
+                                     args.decay, args.accum, multiplier, cnn_variables)
 
 
 class Trainer:
@@ -129,8 +125,9 @@ class Trainer:
         finetune = stage == "finetune"
         set_trainable(model.encoder, self.args.finetune_start_layer if finetune else None)
         fit_model = model.features_model() if self.uses_cache(stage) else model
+        cnn_variables = model.encoder.trainable_variables if model.encoder is not None else []
         fit_model.compile(optimizer=make_optimizer(self.args, self.args.ftlr if finetune
-                                                   else self.args.lr),
+                                                   else self.args.lr, cnn_variables),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return fit_model
 

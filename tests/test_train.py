@@ -38,7 +38,7 @@ def read_state(folder):
 @pytest.mark.slow
 def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
     train.main(["-data_folder", str(data_folder), "-nepochs", "3", "-ftnepochs", "1",
-                "-finetune_start_layer", "12"] + TINY)
+                "-finetune_start_layer", "12", "--lrmults", "-lrmult_conv", "0.5"] + TINY)
     state = read_state(data_folder)
     frozen, finetune = state["stages"]["frozen"], state["stages"]["finetune"]
     losses = [h["loss"] for h in frozen["history"]]
@@ -54,6 +54,11 @@ def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
     tuned = load_model(str(data_folder / "models" / "model_cnntrain_best.keras"))
     before = load_model(str(data_folder / "models" / "model_best.keras"))
     assert tuned.config.sgate and tuned.config.num_regions == 64
+    # --lrmults: the fine-tuning optimizer (loaded back from the checkpoint) scales the CNN
+    assert tuned.optimizer.lr_multiplier == 0.5
+    assert set(tuned.optimizer.multiplied_paths) == {
+        v.path for layer in tuned.encoder.layers[12:] for v in layer.weights
+        if not isinstance(layer, keras.layers.BatchNormalization)} != set()
     with open(data_folder / "models" / "model_frozen_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
