@@ -190,6 +190,12 @@ def get_parser():
                        "only); --resume loses at most that much work")
     parser.switch("resume", "resume",
                   help="continue an interrupted train.py run from its last checkpoint")
+    parser.option("strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                  help="tf.distribute: one device; mirrored (all local GPUs, else the CPU "
+                       "devices); multiworker (MultiWorkerMirroredStrategy from TF_CONFIG)")
+    parser.option("cpu_devices", default=1, type=positive(int),
+                  help="split the CPU into this many logical devices (to run --strategy "
+                       "mirrored without GPUs)")
     return parser
 
 

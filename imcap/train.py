@@ -19,14 +19,15 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from imcap import args as imcap_args  # noqa: E402
-from imcap.trainer import Trainer, TrainingError, check_inputs  # noqa: E402
+from imcap.distribute import make_strategy  # noqa: E402
+from imcap.trainer import Trainer, TrainingError, check_inputs, output_folder  # noqa: E402
 from imcap.utils.fileio import DataError  # noqa: E402
 
 
-def setup_logging(args):
+def setup_logging(args, strategy):
     handlers = [logging.StreamHandler(sys.stdout)]
     if not args.log_term:
-        folder = os.path.join(args.data_folder, "logs")
+        folder = os.path.join(output_folder(args, strategy), "logs")
         os.makedirs(folder, exist_ok=True)
         handlers = [logging.FileHandler(os.path.join(folder, f"{args.model_name}.log"))]
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
@@ -36,10 +37,11 @@ def setup_logging(args):
 def main(argv=None):
     args = imcap_args.parse_args(argv)
     try:
+        strategy = make_strategy(args.strategy, args.cpu_devices)  # before TensorFlow starts
         check_inputs(args)
-        setup_logging(args)
+        setup_logging(args, strategy)
         keras.utils.set_random_seed(args.seed)
-        state = Trainer(args).run()
+        state = Trainer(args, strategy).run()
     except (DataError, ValueError, TrainingError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         sys.exit(1)

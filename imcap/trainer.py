@@ -19,9 +19,10 @@ import shutil
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from imcap import args as imcap_args
-from imcap import optimizers
+from imcap import distribute, optimizers
 from imcap.coco_caption.scoring import load_ground_truth, score_captions
 from imcap.models.captioner import Captioner
 from imcap.models.decoding import GreedyDecoder
@@ -70,11 +71,13 @@ def make_optimizer(args, learning_rate, cnn_variables=()):
 class Trainer:
     """Runs the stages for parsed ``args`` (see ``imcap.args``)."""
 
-    def __init__(self, args):
+    def __init__(self, args, strategy=None):
         self.args = args
-        folder = args.data_folder
+        self.strategy = strategy or tf.distribute.get_strategy()
+        folder = output_folder(args, self.strategy)
         self.paths = {name: os.path.join(folder, name)
-                      for name in ("data", "models", "results", "tmp", "logs")}
+                      for name in ("models", "results", "tmp", "logs")}
+        self.paths["data"] = os.path.join(args.data_folder, "data")
         for path in self.paths.values():
             os.makedirs(path, exist_ok=True)
         self.json_path = os.path.join(self.paths["data"], args.json_file)
@@ -129,6 +132,8 @@ class Trainer:
         fit_model.compile(optimizer=make_optimizer(self.args, self.args.ftlr if finetune
                                                    else self.args.lr, cnn_variables),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if self.args.strategy != "default":
+            distribute.build_from_first_replica(fit_model)
         return fit_model
 
     def stage_data(self, model, stage):
@@ -176,14 +181,19 @@ class Trainer:
         stages = ["finetune"] if args.cnn_train else ["frozen"] + (["finetune"]
                                                                     if args.ftnepochs else [])
         state = checkpoints.read_state(self.state_path) if args.resume else {"stages": {}}
-        for stage in stages:
-            stage_state = state["stages"].get(stage, {})
-            if stage_state.get("done"):
-                log.info("stage %s already done (best %s)", stage, stage_state.get("best_path"))
-                continue
-            model, fit_model = self.stage_model(stage, stage_state, state)
-            self.train_stage(model, fit_model, stage, stage_state, state)
+        log.info("strategy %s: %d replica(s)", args.strategy, self.strategy.num_replicas_in_sync)
+        with self.strategy.scope():
+            for stage in stages:
+                self.run_stage(stage, state)
         return state
+
+    def run_stage(self, stage, state):
+        stage_state = state["stages"].get(stage, {})
+        if stage_state.get("done"):
+            log.info("stage %s already done (best %s)", stage, stage_state.get("best_path"))
+            return
+        model, fit_model = self.stage_model(stage, stage_state, state)
+        self.train_stage(model, fit_model, stage, stage_state, state)
 
     def stage_model(self, stage, stage_state, state):
         """The captioner a stage starts (or resumes) from, and the compiled model fit() runs."""
@@ -313,6 +323,15 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.state["stages"][self.stage] = self.stage_state
         checkpoints.write_state(self.trainer.state_path, self.state)
         self.trainer.remove_previous_last(self.stage_state)
+
+
+def output_folder(args, strategy):
+    """Where a run writes: ``-data_folder``, or ``-data_folder/tmp/worker_N`` on the workers of
+    a multi-worker run that are not the chief (their checkpoints equal the chief's)."""
+    worker = distribute.worker_index(strategy)
+    if worker is None:
+        return args.data_folder
+    return os.path.join(args.data_folder, "tmp", f"worker_{worker}")
 
 
 def check_inputs(args):

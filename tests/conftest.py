@@ -1,6 +1,7 @@
 """Shared fixtures: small generated datasets. No test reads ../shared or the network."""
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,3 +29,15 @@ def shapes_prepro(shapes_dir, tmp_path_factory):
         "--output_json", js, "--output_h5", h5, "--imsize", "32", "--workers", "1",
         "--word_count_threshold", "0"]))
     return h5, js
+
+
+@pytest.fixture()
+def data_folder(shapes_prepro, tmp_path):
+    """A train.py -data_folder holding the tiny preprocessed set under the seed's file names."""
+    h5, js = shapes_prepro
+    folder = tmp_path / "run"
+    (folder / "data").mkdir(parents=True)
+    for source, name in ((h5, "cocotalk_challenge.h5"), (js, "cocotalk_challenge.json"),
+                         (js.replace(".json", "_val_gt.json"), "cocotalk_challenge_val_gt.json")):
+        shutil.copy(source, folder / "data" / name)
+    return folder

@@ -19,17 +19,6 @@ TINY = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32
         "--sgate", "--log_term", "-seed", "7"]
 
 
-@pytest.fixture()
-def data_folder(shapes_prepro, tmp_path):
-    h5, js = shapes_prepro
-    folder = tmp_path / "run"
-    (folder / "data").mkdir(parents=True)
-    for source, name in ((h5, "cocotalk_challenge.h5"), (js, "cocotalk_challenge.json"),
-                         (js.replace(".json", "_val_gt.json"), "cocotalk_challenge_val_gt.json")):
-        shutil.copy(source, folder / "data" / name)
-    return folder
-
-
 def read_state(folder):
     with open(folder / "models" / "model_state.json") as f:
         return json.load(f)
