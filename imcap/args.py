@@ -161,6 +161,17 @@ def get_parser():
     parser.option("bsize", default=1, type=positive(int), help="beam size (1: greedy)")
     parser.option("temperature", default=-1.0, type=float,
                   help="sampling temperature (<= 0: no sampling)")
+    parser.option("length_penalty", default=0.0, type=non_negative(float),
+                  help="beam search: compare hypotheses by log-probability / length^this "
+                       "(0: plain log-probability)")
+    parser.option("split", default="test", choices=["train", "val", "test"],
+                  help="test.py: the split to caption")
+    parser.option("results_file", default=None,
+                  help="test.py: where to write the COCO result JSON (default: "
+                       "DATA_FOLDER/results/CHECKPOINT_SPLIT_METHOD.json)")
+    parser.switch("save_attention", "save_attention",
+                  help="test.py: also write the words, attention and sentinel weights of every "
+                       "caption to an HDF5 beside the results")
     parser.option("mode", default="train", choices=["train", "test"],
                   help="unused by the seed's tools: train.py trains, test.py tests")
     parser.option("dtype", default="float32", choices=DTYPE_POLICIES,

@@ -38,6 +38,8 @@ def data_folder(shapes_prepro, tmp_path):
     folder = tmp_path / "run"
     (folder / "data").mkdir(parents=True)
     for source, name in ((h5, "cocotalk_challenge.h5"), (js, "cocotalk_challenge.json"),
-                         (js.replace(".json", "_val_gt.json"), "cocotalk_challenge_val_gt.json")):
+                         (js.replace(".json", "_val_gt.json"), "cocotalk_challenge_val_gt.json"),
+                         (js.replace(".json", "_test_gt.json"),
+                          "cocotalk_challenge_test_gt.json")):
         shutil.copy(source, folder / "data" / name)
     return folder

@@ -4,6 +4,8 @@ BLEU-1..4, METEOR, ROUGE_L and CIDEr. The PTB tokenizer and METEOR run Java (as 
 pycocoevalcap); ask only for the metrics you need, METEOR's Java start-up takes seconds.
 """
 
+import os
+
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
@@ -13,6 +15,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from imcap.utils.fileio import DataError, load_json
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+SPICE = "SPICE"
 
 
 def load_ground_truth(path):
@@ -28,20 +31,42 @@ def load_ground_truth(path):
             raise DataError(f"ground-truth caption file {path}: annotations[{i}] needs "
                             f"'image_id' and a string 'caption'")
         captions.setdefault(ann["image_id"], []).append(ann["caption"])
-    return captions
+    # pycocotools orders images as the 'images' list does; scoring in that order gives
+    # COCOEvalCap's numbers to the last bit
+    order = [image["id"] for image in data.get("images", []) if isinstance(image, dict)
+             and image.get("id") in captions]
+    ordered = {image_id: captions[image_id] for image_id in order}
+    ordered.update((k, v) for k, v in captions.items() if k not in ordered)
+    return ordered
+
+
+def spice_missing():
+    """None if SPICE can run, else why not (its Stanford CoreNLP models are downloaded on first
+    use, which an offline machine cannot do)."""
+    from pycocoevalcap.spice import get_stanford_models as models
+
+    jar = os.path.join(models.SPICEDIR, models.SPICELIB, f"{models.JAR}.jar")
+    if os.path.exists(jar):
+        return None
+    return (f"SPICE needs Stanford CoreNLP ({models.JAR}.jar and -models.jar) in "
+            f"{os.path.dirname(jar)}; on a machine with network run "
+            f"'python -m pycocoevalcap.spice.get_stanford_models' (or copy the two jars there)")
 
 
 def score_captions(ground_truth, results, metrics=METRICS):
     """Scores ``results`` ``{image_id: caption}`` against ``ground_truth``
     ``{image_id: [captions]}`` on the images of ``results``.
 
+    Images are scored in the order of ``ground_truth`` (as COCOEvalCap does). ``SPICE`` may
+    be asked for too (see ``spice_missing``).
+
     Returns ``(overall {metric: value}, per_image {image_id: {metric: value}})``.
     """
-    unknown = sorted(set(metrics) - set(METRICS))
+    unknown = sorted(set(metrics) - set(METRICS) - {SPICE})
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; expected some of {', '.join(METRICS)}.")
-    ids = sorted(results)
-    missing = [i for i in ids if i not in ground_truth]
+    ids = [i for i in ground_truth if i in results]
+    missing = [i for i in results if i not in ground_truth]
     if missing:
         raise DataError(f"{len(missing)} result image ids have no ground truth, e.g. "
                         f"{missing[:5]}")
@@ -57,6 +82,9 @@ def score_captions(ground_truth, results, metrics=METRICS):
         scorers.append((Rouge(), ["ROUGE_L"]))
     if "CIDEr" in metrics:
         scorers.append((Cider(), ["CIDEr"]))
+    if SPICE in metrics:
+        from pycocoevalcap.spice.spice import Spice
+        scorers.append((Spice(), [SPICE]))
     overall, per_image = {}, {i: {} for i in ids}
     for scorer, names in scorers:
         score, scores = scorer.compute_score(gts, res)
@@ -66,5 +94,5 @@ def score_captions(ground_truth, results, metrics=METRICS):
             if name in metrics:
                 overall[name] = float(value)
                 for image_id, v in zip(ids, values):
-                    per_image[image_id][name] = float(v)
+                    per_image[image_id][name] = v["All"]["f"] if name == SPICE else float(v)
     return overall, per_image

@@ -59,7 +59,7 @@ class CaptionData:
     """
 
     def __init__(self, h5_path, json_path, split, with_images=True, features_path=None):
-        self.h5_path = h5_path
+        self.h5_path, self.json_path = h5_path, json_path
         self.split = split
         self.features_path = features_path
         self.with_images = with_images and features_path is None

@@ -1,0 +1,154 @@
+"""Caption every image of a split with a trained model, as the seed documents it:
+``python test.py`` (from ``imcap/``), ``python -m imcap.test`` or ``imcap-test``.
+
+Loads ``-model_file`` (default: ``DATA_FOLDER/models/MODEL_best.keras``, or
+``MODEL_cnntrain_best.keras`` with ``--cnntrain``), rebuilt from the config inside the
+checkpoint, and decodes ``-split`` (default test) of the preprocessed data in batches of
+``-bs`` images: greedy, beam search with ``-bsize K`` (``-length_penalty``), or sampling with
+``-temperature T``; at most ``-seqlen`` words with ``<start>`` and ``<eos>``. Writes a COCO result
+JSON ``[{"image_id", "caption"}]`` (atomically) under ``results/``, and prints captions/s and
+the command that scores it.
+"""
+
+import logging
+import math
+import os
+import sys
+import time
+
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from imcap import args as imcap_args  # noqa: E402
+from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
+from imcap.utils import checkpoints  # noqa: E402
+from imcap.utils.coco_gt import gt_path  # noqa: E402
+from imcap.utils.fileio import (  # noqa: E402
+    DataError, commit, discard, prepare_output, write_json_atomic)
+from imcap.utils.loader import CaptionData  # noqa: E402
+
+
+def checkpoint_path(args):
+    if args.model_file:
+        return args.model_file
+    suffix = "_cnntrain" if args.cnn_train else ""
+    return os.path.join(args.data_folder, "models", f"{args.model_name}{suffix}_best.keras")
+
+
+def method_name(args):
+    if args.temperature > 0:
+        return f"sample{args.temperature:g}"
+    return f"beam{args.bsize}" if args.bsize > 1 else "greedy"
+
+
+def make_decoder(model, args, from_features=False, suppress_eos=False):
+    """The decoder the flags ask for: sampling (-temperature > 0), beam search (-bsize > 1)
+    or greedy."""
+    if args.temperature > 0:
+        return GreedyDecoder(model, args.seqlen, from_features, suppress_eos,
+                             temperature=args.temperature, seed=args.seed)
+    if args.bsize > 1:
+        return BeamSearchDecoder(model, args.bsize, args.seqlen, from_features, suppress_eos,
+                                 length_penalty=args.length_penalty)
+    return GreedyDecoder(model, args.seqlen, from_features, suppress_eos)
+
+
+def check_model_matches(model, data, path):
+    """The checkpoint must take this data's images and speak its vocabulary."""
+    config = model.config
+    if config.vocabulary != data.vocabulary:
+        raise DataError(f"checkpoint {path} was trained with another vocabulary "
+                        f"({config.vocab_size - 1} words) than {data.json_path} "
+                        f"({data.vocab_size - 1} words)")
+    if model.encoder is None:
+        raise DataError(f"checkpoint {path} takes precomputed features, not images; use the "
+                        f"captioner checkpoint train.py writes (MODEL_best.keras)")
+    if config.image_size != data.image_size:
+        raise DataError(f"checkpoint {path} takes {config.image_size} px images but "
+                        f"{data.h5_path} holds {data.image_size} px ones; run prepro_coco.py "
+                        f"with --imsize {config.image_size}")
+
+
+def caption_split(model, data, decoder, batch_size, keep_attention=False):
+    """Decodes every image of ``data``; returns ``(results, attention or None, seconds)``."""
+    results, kept = [], {"image_id": [], "words": [], "alpha": [], "beta": []}
+    batches = data.dataset(batch_size, model.config.cnn, training=False)
+    start = time.perf_counter()
+    for x, _, _, ids in tqdm(batches, total=math.ceil(len(data) / batch_size), unit="batch",
+                             desc=f"captioning {len(data)} images"):
+        out = decoder.decode(x["images"])
+        ids = ids.numpy()
+        for image_id, caption in zip(ids, decoder.to_captions(out["words"])):
+            results.append({"image_id": int(image_id), "caption": caption})
+        if keep_attention:
+            kept["image_id"].append(ids)
+            for key in ("words", "alpha", "beta"):
+                kept[key].append(out[key])
+    seconds = time.perf_counter() - start
+    attention = {k: np.concatenate(v) for k, v in kept.items()} if keep_attention else None
+    return results, attention, seconds
+
+
+def write_attention(path, attention, vocabulary):
+    """The words, attention (alpha) and sentinel weights (beta) of every caption, as HDF5."""
+    tmp = prepare_output(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in attention.items():
+                f.create_dataset(key, data=value, compression="gzip" if value.ndim > 2 else None)
+            f.attrs["vocabulary"] = "\n".join(vocabulary)  # word id i is line i - 1
+        commit(path)
+    except BaseException:
+        discard(path)
+        raise
+
+
+def run(args):
+    json_path = os.path.join(args.data_folder, "data", args.json_file)
+    h5_path = os.path.join(args.data_folder, "data", args.h5file)
+    path = checkpoint_path(args)
+    model = checkpoints.load_model(path, compile=False)
+    data = CaptionData(h5_path, json_path, args.split)
+    if not len(data):
+        raise DataError(f"{json_path}: the {args.split} split has no images")
+    check_model_matches(model, data, path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    results_file = args.results_file or os.path.join(
+        args.data_folder, "results", f"{stem}_{args.split}_{method_name(args)}.json")
+    prepare_output(results_file)  # fail before the work if it cannot be written
+    decoder = make_decoder(model, args)
+    results, attention, seconds = caption_split(model, data, decoder, args.bs,
+                                                args.save_attention)
+    write_json_atomic(results_file, results)
+    logging.getLogger("imcap.test").info("wrote %s", results_file)
+    print(f"{len(results)} captions in {seconds:.1f} s ({len(results) / seconds:.1f} "
+          f"captions/s, {method_name(args)}, batches of {args.bs})")
+    print(f"results: {results_file}")
+    if attention is not None:
+        attention_file = os.path.splitext(results_file)[0] + "_attention.h5"
+        write_attention(attention_file, attention, model.config.vocabulary)
+        print(f"attention: {attention_file}")
+    ground_truth = gt_path(json_path, args.split)
+    if os.path.exists(ground_truth):
+        print(f"score it: python -m imcap.coco_caption.eval_caps -results_file {results_file} "
+              f"-ann_file {ground_truth}")
+    return results_file
+
+
+def main(argv=None):
+    args = imcap_args.parse_args(argv)
+    try:
+        return run(args)
+    except (DataError, ValueError) as e:
+        print(f"test: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

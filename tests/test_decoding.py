@@ -1,0 +1,201 @@
+"""Greedy, sampling and beam-search decoding: beam 1 = greedy, beam search beats greedy where
+it should, the exhaustive optimum for a wide beam, and scores equal to the model's own."""
+
+import itertools
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from imcap.models.captioner import Captioner
+from imcap.models.config import CaptionerConfig
+from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder
+
+VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
+START, END = 1, 7
+
+
+def random_captioner(sgate=True, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = Captioner(CaptionerConfig(vocabulary=VOCAB, input_images=False, num_regions=6,
+                                      feature_dim=10, emb_dim=8, z_dim=9, lstm_dim=7,
+                                      dr_ratio=0.0, sgate=sgate))
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:  # sharper, varied word distributions and caption lengths
+        if weight.path.startswith("logits/"):
+            value = rng.normal(size=weight.shape) * 2.0
+            if weight.path.endswith("bias"):
+                value[END] += 1.0
+            weight.assign(value)
+    return model
+
+
+def features(batch=12, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, 6, 10)).astype("float32")
+
+
+@pytest.mark.parametrize("sgate", [True, False])
+def test_beam_1_equals_greedy_exactly(sgate):
+    model = random_captioner(sgate)
+    x = features()
+    greedy = GreedyDecoder(model, 12).decode(x)
+    beam = BeamSearchDecoder(model, 1, 12).decode(x)
+    lengths = [(row != 0).sum() for row in greedy["words"]]
+    assert len(set(lengths)) > 2  # captions of several lengths, some ended by <eos>
+    np.testing.assert_array_equal(beam["words"], greedy["words"])
+    assert (greedy["words"][:, 0] != END).all() and (greedy["words"][:, 0] != 0).all()
+    # the same numbers, computed on differently shaped batches: equal to float32 rounding
+    for key in ("alpha", "beta"):
+        np.testing.assert_allclose(beam[key], greedy[key], atol=1e-6)
+        assert (greedy[key][greedy["words"] == 0] == 0).all()  # nothing after <eos>
+    np.testing.assert_allclose(beam["log_prob"], greedy["log_prob"], rtol=1e-6)
+
+
+def test_decoded_scores_and_attention_equal_the_teacher_forced_model():
+    """The log-probability a decoder reports is the full-sequence model's for those words."""
+    model = random_captioner()
+    x = features()
+    for decoder in (GreedyDecoder(model, 12), BeamSearchDecoder(model, 3, 12)):
+        out = decoder.decode(x)
+        words = out["words"]
+        inputs = np.concatenate([np.full((len(words), 1), START), words[:, :-1]], axis=1)
+        logits = model({"features": x, "words": inputs[:, None]})[:, 0].numpy()
+        log_probs = tf.nn.log_softmax(logits).numpy()
+        for row, ids in enumerate(words):
+            n = (ids != 0).sum()
+            expected = log_probs[row, np.arange(n), ids[:n]].sum()
+            assert out["log_prob"][row] == pytest.approx(expected, abs=1e-4)
+        alpha_sum = out["alpha"].sum(-1) + out["beta"]
+        for row, ids in enumerate(words):
+            np.testing.assert_allclose(alpha_sum[row, :(ids != 0).sum()], 1.0, atol=1e-5)
+
+
+class MarkovModel:
+    """A fake captioner whose next-word distribution depends on the previous word only:
+    ``table[previous]`` holds log-probabilities over the vocabulary (id 0 is padding)."""
+
+    def __init__(self, table):
+        table = np.log(np.asarray(table, dtype=np.float64) + 1e-30).astype(np.float32)
+        self.table = tf.constant(table)
+        vocabulary = ["<start>", "a", "b", "c", "<eos>"][:len(table) - 1]
+        self.config = SimpleNamespace(
+            vocabulary=vocabulary, vocab_size=len(table), start_id=1, end_id=len(table) - 1,
+            num_regions=0, attention=False, sgate=False, max_length=8)
+
+    def encode(self, inputs, from_features=False):
+        return {"inputs": tf.convert_to_tensor(inputs)}
+
+    def initial_state(self, rows):
+        return [tf.zeros((rows, 1))]
+
+    def step(self, encoded, words, state):
+        return tf.gather(self.table, words), state, None, None
+
+
+# ids: 1 <start>, 2 a, 3 b, 4 c, 5 <eos>. Greedy: a (0.6), then c (0.3), then <eos> (1.0):
+# 0.18. The best caption is "b <eos>": 0.4 x 0.9 = 0.36.
+TRAP = [[0, 0, 0, 0, 0, 0],
+        [0, 0, 0.6, 0.4, 0, 0],          # after <start>
+        [0, 0, 0.25, 0.2, 0.3, 0.25],    # after a
+        [0, 0, 0.05, 0.05, 0, 0.9],      # after b
+        [0, 0, 0, 0, 0, 1.0],            # after c
+        [0, 0, 0.2, 0.2, 0.2, 0.4]]      # after <eos> (never used)
+
+
+def test_beam_search_finds_a_better_caption_than_greedy():
+    model = MarkovModel(TRAP)
+    x = np.zeros((2, 1), np.float32)
+    greedy = GreedyDecoder(model, 6).decode(x)
+    beam = BeamSearchDecoder(model, 3, 6).decode(x)
+    assert greedy["words"][0].tolist() == [2, 4, 5, 0, 0]
+    assert beam["words"][0].tolist() == [3, 5, 0, 0, 0]
+    assert np.exp(greedy["log_prob"][0]) == pytest.approx(0.18, rel=1e-5)
+    assert np.exp(beam["log_prob"][0]) == pytest.approx(0.36, rel=1e-5)
+    assert BeamSearchDecoder(model, 3, 6).to_captions(beam["words"]) == ["b", "b"]
+
+
+def exhaustive_best(table, steps, length_penalty=0.0):
+    """The best caption of a MarkovModel by trying every word sequence (the first of ties)."""
+    log_table = np.log(np.asarray(table) + 1e-30)
+    end, best = len(table) - 1, (-np.inf, None)
+    for length in range(1, steps + 1):
+        for words in itertools.product(range(2, len(table)), repeat=length):
+            if end in words[:-1] or (words[-1] != end and length < steps) or words[0] == end:
+                continue  # a caption has a word, ends with <eos> or is cut at the maximum length
+            previous = (1,) + words[:-1]
+            score = sum(log_table[p, w] for p, w in zip(previous, words))
+            normalized = score / length ** length_penalty if length_penalty else score
+            if normalized > best[0] + 1e-9:
+                best = (normalized, list(words))
+    return best[1]
+
+
+def caption_score(table, words, length_penalty=0.0):
+    log_table = np.log(np.asarray(table) + 1e-30)
+    score = sum(log_table[p, w] for p, w in zip([1] + words[:-1], words))
+    return score / len(words) ** length_penalty
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_a_wide_beam_finds_the_exhaustive_optimum(length_penalty):
+    """81 beams hold every prefix of 3 words x 4 steps: the search is exhaustive."""
+    rng = np.random.default_rng(5)
+    for trial in range(4):
+        table = rng.dirichlet(np.full(6, 0.5), size=6)
+        table[:, :2] = 0  # never padding or <start>
+        table /= table.sum(1, keepdims=True)
+        model = MarkovModel(table)
+        out = BeamSearchDecoder(model, 81, 6, length_penalty=length_penalty).decode(
+            np.zeros((1, 1), np.float32))
+        words = [int(w) for w in out["words"][0] if w]
+        best = exhaustive_best(table, 5, length_penalty)
+        # the optimum's score (Markov captions can tie: a b a and a a b score the same)
+        assert caption_score(table, words, length_penalty) == pytest.approx(
+            caption_score(table, best, length_penalty), abs=1e-5), trial
+        assert out["log_prob"][0] == pytest.approx(caption_score(table, words), abs=1e-4)
+
+
+def test_length_normalisation_prefers_the_longer_caption():
+    # "b <eos>" 0.5 x 0.5 = 0.25 is the most likely caption; per word, "a c c ..." is better
+    table = [[0, 0, 0, 0, 0, 0],
+             [0, 0, 0.5, 0.5, 0, 0],
+             [0, 0, 0, 0.1, 0.9, 0],
+             [0, 0, 0.4, 0.1, 0, 0.5],
+             [0, 0, 0, 0, 0.6, 0.4],
+             [0, 0, 0.2, 0.2, 0.2, 0.4]]
+    model = MarkovModel(table)
+    x = np.zeros((1, 1), np.float32)
+    plain = BeamSearchDecoder(model, 2, 6).decode(x)["words"][0]
+    normalized = BeamSearchDecoder(model, 2, 6, length_penalty=1.0).decode(x)["words"][0]
+    assert plain.tolist() == [3, 5, 0, 0, 0] == exhaustive_best(table, 5) + [0, 0, 0]
+    assert normalized.tolist() == exhaustive_best(table, 5, 1.0) == [2, 4, 4, 4, 4]
+
+
+def test_suppressed_eos_runs_every_step():
+    model = random_captioner()
+    for decoder in (GreedyDecoder(model, 9, suppress_eos=True),
+                    BeamSearchDecoder(model, 3, 9, suppress_eos=True)):
+        words = decoder(features())
+        assert words.shape == (12, 8) and (words != 0).all() and (words != END).all()
+        assert (words != START).all()
+
+
+def test_sampling_is_seeded_and_cold_sampling_is_greedy():
+    model = random_captioner()
+    x = features()
+    greedy = GreedyDecoder(model, 12)(x)
+    np.testing.assert_array_equal(GreedyDecoder(model, 12, temperature=1e-4)(x), greedy)
+    first = GreedyDecoder(model, 12, temperature=1.0, seed=3)(x)
+    np.testing.assert_array_equal(GreedyDecoder(model, 12, temperature=1.0, seed=3)(x), first)
+    assert not np.array_equal(GreedyDecoder(model, 12, temperature=1.0, seed=4)(x), first)
+    assert not np.array_equal(first, greedy)
+
+
+def test_bad_decoder_settings():
+    model = random_captioner()
+    with pytest.raises(ValueError, match="beam size must be at least 1"):
+        BeamSearchDecoder(model, 0)
+    with pytest.raises(ValueError, match="max_length must be at least 2"):
+        GreedyDecoder(model, 1)
