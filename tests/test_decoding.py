@@ -90,7 +90,7 @@ class MarkovModel:
     def initial_state(self, rows):
         return [tf.zeros((rows, 1))]
 
-    def step(self, encoded, words, state):
+    def step(self, encoded, words, state, weights=None):
         return tf.gather(self.table, words), state, None, None
 
 

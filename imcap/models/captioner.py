@@ -171,13 +171,19 @@ class Captioner(keras.Model):
         zeros = ops.zeros((batch_size, self.config.lstm_dim), self.lstm.compute_dtype)
         return [zeros, zeros]
 
-    def step(self, encoded, previous_words, state):
+    def step_weights(self):
+        """Weights ``step`` would otherwise join and cast at every step; a decoder computes
+        them once per decode and passes them to each ``step``."""
+        return self.lstm.step_weights(self.config.emb_dim)
+
+    def step(self, encoded, previous_words, state, weights=None):
         """One decoding step for a batch of captions.
 
         Args:
             encoded: ``encode``'s output, one row per caption being decoded.
             previous_words: (B,) int word ids (``<start>`` first).
             state: ``[h, m]``.
+            weights: ``step_weights()``, or None to compute them here.
 
         Returns:
             ``(log_probabilities (B, V) float32, new state, attention weights alpha (B, K)
@@ -185,7 +191,8 @@ class Captioner(keras.Model):
             attention over the regions (summing to 1 - beta with the sentinel).
         """
         embedded = self.word_relu(self.word_embedding(previous_words))
-        hidden, sentinel, state = self.lstm.step(embedded, state, encoded["lstm_constant"])
+        hidden, sentinel, state = self.lstm.step(embedded, state, encoded["lstm_constant"],
+                                                 weights)
         logits, weights = self._output(ops.expand_dims(hidden, 1), ops.expand_dims(sentinel, 1),
                                        encoded["regions"], encoded["keys"], training=False)
         log_probabilities = ops.log_softmax(logits[:, 0], axis=-1)

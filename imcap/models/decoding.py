@@ -42,10 +42,10 @@ class Decoder:
         self.banned_first = tf.constant(banned)  # no empty captions
         self._decode = tf.function(self._decode_graph, reduce_retracing=True)
 
-    def _step(self, encoded, words, state, t):
+    def _step(self, encoded, words, state, t, weights=None):
         """Log-probabilities with banned words at -inf (and ``<eos>`` at step 0), the new state,
         alpha (N, R) and beta (N,) (zeros where the model has none)."""
-        log_probs, state, alpha, beta = self.model.step(encoded, words, state)
+        log_probs, state, alpha, beta = self.model.step(encoded, words, state, weights)
         rows = tf.shape(words)[0]
         if alpha is None:
             alpha = tf.zeros((rows, 0), tf.float32)
@@ -57,6 +57,10 @@ class Decoder:
 
     def _encode(self, inputs):
         return self.model.encode(inputs, from_features=self.from_features)
+
+    def _step_weights(self):
+        step_weights = getattr(self.model, "step_weights", None)
+        return step_weights() if step_weights else None
 
     def decode(self, inputs):
         """A dict of NumPy arrays for a batch of images (or features): ``words`` (B, L) word
@@ -123,6 +127,7 @@ class GreedyDecoder(Decoder):
     def _decode_graph(self, inputs, seed):
         model = self.model
         encoded = self._encode(inputs)
+        weights = self._step_weights()  # once per decode, not per step
         batch = tf.shape(inputs)[0]
         steps = self.steps
         words = tf.fill((batch,), tf.constant(self.start_id, tf.int32))
@@ -134,7 +139,7 @@ class GreedyDecoder(Decoder):
         betas = tf.TensorArray(tf.float32, size=steps, element_shape=(None,))
 
         def body(t, words, state, ended, total, chosen, alphas, betas):
-            log_probs, state, alpha, beta = self._step(encoded, words, state, t)
+            log_probs, state, alpha, beta = self._step(encoded, words, state, t, weights)
             words = self._choose(log_probs, seed, t)
             picked = tf.gather(log_probs, words, batch_dims=1)
             total += tf.where(ended, tf.zeros_like(picked), picked)
@@ -191,6 +196,7 @@ class BeamSearchDecoder(Decoder):
         batch = tf.shape(inputs)[0]
         rows = batch * beams
         encoded = {key: tf.repeat(value, beams, axis=0) for key, value in encoded.items()}
+        weights = self._step_weights()  # once per decode, not per step
         regions = self.num_regions
         neg_inf = tf.constant(-np.inf, tf.float32)
 
@@ -225,7 +231,8 @@ class BeamSearchDecoder(Decoder):
             return tf.where(at_t, tf.expand_dims(values, 2), history)
 
         def body(t, s):
-            log_probs, state, alpha, beta = self._step(encoded, s["words"], s["state"], t)
+            log_probs, state, alpha, beta = self._step(encoded, s["words"], s["state"], t,
+                                                       weights)
             # best 2 x beams words per beam, then the best 2 x beams extensions per image
             per_beam = min(2 * beams, model.config.vocab_size)
             width = min(2 * beams, beams * per_beam)

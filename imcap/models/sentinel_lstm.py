@@ -200,15 +200,26 @@ class SentinelLSTM(keras.layers.Layer):
         # (time, batch, units) -> (batch, time, units)
         return ops.transpose(hs, (1, 0, 2)), ops.transpose(ss, (1, 0, 2)), list(carry)
 
-    def step(self, x_t, state, projected_constant=None):
+    def step_weights(self, input_dim):
+        """The kernels ``step`` uses, joined and cast once (per decode, not per step), for a
+        per-step input of ``input_dim`` features."""
+        return {"input_kernel": ops.cast(self._input_kernel()[:input_dim], self.compute_dtype),
+                "bias": ops.cast(self._input_bias(), self.compute_dtype),
+                "recurrent_kernel": self.recurrent_kernel_all()}
+
+    def step(self, x_t, state, projected_constant=None, weights=None):
         """One decoding step (no dropout): x_t (batch, d1), state ``[h, m]``, and the output of
-        ``project_constant`` if the layer takes a constant -> ``(h_t, s_t, [h_t, m_t])``."""
-        projected = self.project_sequence(ops.expand_dims(x_t, 1))[:, 0]
+        ``project_constant`` if the layer takes a constant -> ``(h_t, s_t, [h_t, m_t])``.
+        ``weights`` is ``step_weights(d1)``, computed here when not given."""
+        if weights is None:
+            weights = self.step_weights(x_t.shape[-1])
+        projected = ops.matmul(ops.cast(x_t, self.compute_dtype), weights["input_kernel"]) \
+            + weights["bias"]
         if projected_constant is not None:
             projected = projected + projected_constant
         h, s, m = self.recurrence(projected, ops.cast(state[0], self.compute_dtype),
                                   ops.cast(state[1], self.compute_dtype),
-                                  self.recurrent_kernel_all())
+                                  weights["recurrent_kernel"])
         return h, s, [h, m]
 
     def compute_mask(self, inputs, mask=None):
