@@ -12,9 +12,7 @@ idle machine: ``python bench/decode.py`` (``--quick`` for fewer batches).
 """
 
 import argparse
-import json
 import os
-import resource
 import statistics
 import time
 
@@ -24,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import report, summary  # noqa: E402
 from imcap.models.captioner import Captioner  # noqa: E402
 from imcap.models.config import CaptionerConfig  # noqa: E402
 from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
@@ -57,13 +56,9 @@ def run(name, dtype, beam_size, images=32, regions=49, channels=2048, dim=512,
         decoder.decode(features)  # returns NumPy: the work is done
         times.append(time.perf_counter() - start)
     rates = [images / t for t in times]
-    print(json.dumps({
-        "workload": name, "dtype": dtype, "unit": "images/s",
-        "median": round(statistics.median(rates), 1), "min": round(min(rates), 1),
-        "max": round(max(rates), 1), "n": len(rates), "images": images,
-        "beam_size": beam_size, "regions": regions, "channels": channels, "dim": dim,
-        "vocab": vocab_size, "words": words, "sgate": True,
-        "median_batch_s": round(statistics.median(times), 4)}), flush=True)
+    report(name, dtype, "images/s", rates, images=images, beam_size=beam_size, regions=regions,
+           channels=channels, dim=dim, vocab=vocab_size, words=words, sgate=True,
+           median_batch_s=round(statistics.median(times), 4))
     keras.backend.clear_session()
 
 
@@ -78,11 +73,7 @@ def main():
             if args.only and args.only not in name and args.only != dtype:
                 continue
             run(name, dtype, beam_size, repeats=repeats)
-    print(json.dumps({"workload": "summary", "peak_rss_mib": round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-        "cpu_count": os.cpu_count()}))
+    summary()
 
 
 if __name__ == "__main__":

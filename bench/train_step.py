@@ -16,9 +16,7 @@ machine: ``python bench/train_step.py`` (``--quick`` for fewer steps).
 """
 
 import argparse
-import json
 import os
-import resource
 import statistics
 import time
 
@@ -28,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import report, summary  # noqa: E402
 from imcap.models.captioner import Captioner  # noqa: E402
 from imcap.models.config import CaptionerConfig  # noqa: E402
 
@@ -105,14 +104,10 @@ def run(name, dtype, images, captions, regions=49, channels=2048, dim=512, vocab
             return model.train_on_batch(x, y, sample_weight=w)
     times = measure(step, batch, warmup, repeats)
     rates = [images * captions / t for t in times]
-    print(json.dumps({
-        "workload": name, "dtype": dtype, "unit": "captions/s",
-        "median": round(statistics.median(rates), 1), "min": round(min(rates), 1),
-        "max": round(max(rates), 1), "n": len(rates), "images": images,
-        "captions_per_image": captions, "regions": regions, "channels": channels,
-        "dim": dim, "vocab": vocab_size, "steps": steps, "sgate": sgate,
-        "jit_compile": jit_compile, "stepwise": stepwise,
-        "median_step_s": round(statistics.median(times), 3)}), flush=True)
+    report(name, dtype, "captions/s", rates, images=images, captions_per_image=captions,
+           regions=regions, channels=channels, dim=dim, vocab=vocab_size, steps=steps,
+           sgate=sgate, jit_compile=jit_compile, stepwise=stepwise,
+           median_step_s=round(statistics.median(times), 3))
     keras.backend.clear_session()
 
 
@@ -141,11 +136,7 @@ def main():
         if args.only and args.only not in name:
             continue
         run(name, repeats=repeats, **kwargs)
-    print(json.dumps({"workload": "summary", "peak_rss_mib": round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-        "cpu_count": os.cpu_count()}))
+    summary()
 
 
 if __name__ == "__main__":
