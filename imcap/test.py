@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from imcap import args as imcap_args  # noqa: E402
-from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
+from imcap.models import decoding  # noqa: E402
 from imcap.utils import checkpoints  # noqa: E402
 from imcap.utils.coco_gt import gt_path  # noqa: E402
 from imcap.utils.fileio import (  # noqa: E402
@@ -47,16 +47,10 @@ def method_name(args):
     return f"beam{args.bsize}" if args.bsize > 1 else "greedy"
 
 
-def make_decoder(model, args, from_features=False, suppress_eos=False):
-    """The decoder the flags ask for: sampling (-temperature > 0), beam search (-bsize > 1)
-    or greedy."""
-    if args.temperature > 0:
-        return GreedyDecoder(model, args.seqlen, from_features, suppress_eos,
-                             temperature=args.temperature, seed=args.seed)
-    if args.bsize > 1:
-        return BeamSearchDecoder(model, args.bsize, args.seqlen, from_features, suppress_eos,
-                                 length_penalty=args.length_penalty)
-    return GreedyDecoder(model, args.seqlen, from_features, suppress_eos)
+def make_decoder(model, args):
+    """The decoder the flags ask for (-temperature, -bsize, -seqlen, -length_penalty)."""
+    return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
+                                 args.length_penalty, args.seed)
 
 
 def check_model_matches(model, data, path):
@@ -150,5 +144,10 @@ def main(argv=None):
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script: main() without its return value (which would be the exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

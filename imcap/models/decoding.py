@@ -307,3 +307,15 @@ class BeamSearchDecoder(Decoder):
                                  "alpha": pick(s["alphas"], s["best_alpha"]),
                                  "beta": pick(s["betas"], s["best_beta"]),
                                  "log_prob": pick(s["scores"], s["best_raw"])}, self.end_id)
+
+
+def make_decoder(model, beam_size=1, temperature=None, max_length=None, length_penalty=0.0,
+                 seed=0, from_features=False, suppress_eos=False):
+    """Sampling (``temperature`` > 0), beam search (``beam_size`` > 1) or greedy decoding."""
+    if temperature is not None and temperature > 0:
+        return GreedyDecoder(model, max_length, from_features, suppress_eos,
+                             temperature=temperature, seed=seed)
+    if beam_size > 1:
+        return BeamSearchDecoder(model, beam_size, max_length, from_features, suppress_eos,
+                                 length_penalty=length_penalty)
+    return GreedyDecoder(model, max_length, from_features, suppress_eos)

@@ -1,0 +1,124 @@
+"""Caption your own images with a trained model:
+
+    python -m imcap.caption IMG [IMG ...] -model_file MODEL.keras [--att_dir DIR]
+
+(or ``imcap-caption``). Prints ``path<TAB>caption`` per image. JPEG, PNG, GIF, ... of any size
+and mode (grayscale, RGBA, palette, 16-bit, CMYK) are read as prepro_coco.py reads them: RGB,
+resized to the model's image size. ``-bsize K`` uses beam search, ``-temperature T`` samples.
+With ``--att_dir``, writes per image ``NAME_attention.png`` (the attention map of every word
+over the image, smoothed with ``-sig``, cut at ``-th``, and the sentinel's 1 - beta per word)
+and ``captions.json`` with the words and their beta. Runs on CPU.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from imcap.models import decoding  # noqa: E402
+from imcap.utils import checkpoints  # noqa: E402
+from imcap.utils.fileio import DataError, write_json_atomic  # noqa: E402
+from imcap.utils.images import ImageReadError, read_image  # noqa: E402
+from imcap.utils.loader import preprocess_images  # noqa: E402
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument("-model_file", "--model_file", required=True,
+                        help="a checkpoint train.py wrote (e.g. models/model_best.keras)")
+    parser.add_argument("-bsize", "--bsize", type=int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("-temperature", "--temperature", type=float, default=-1.0,
+                        help="sample at this temperature (<= 0: no sampling)")
+    parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
+                        help="maximum caption length with <start> and <eos> (default: the "
+                             "model's)")
+    parser.add_argument("-bs", "--bs", type=int, default=16, help="images per batch")
+    parser.add_argument("--att_dir", default=None,
+                        help="write attention figures and captions.json here")
+    parser.add_argument("-sig", "--sig", type=float, default=0.5,
+                        help="Gaussian smoothing of the attention maps, in grid cells")
+    parser.add_argument("-th", "--th", type=float, default=0.0,
+                        help="hide attention below this fraction of each map's maximum")
+    return parser
+
+
+def check_args(args):
+    for name, value, low in (("-bsize", args.bsize, 1), ("-bs", args.bs, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+    if args.seqlen is not None and args.seqlen < 2:
+        raise ValueError(f"-seqlen must be at least 2, got {args.seqlen}")
+    if args.sig < 0 or not 0 <= args.th < 1:
+        raise ValueError(f"-sig must be >= 0 and -th in [0, 1), got {args.sig} and {args.th}")
+
+
+def load_images(paths, size):
+    """(N, size, size, 3) uint8 RGB; errors name the file."""
+    try:
+        return np.stack([read_image(path, size).transpose(1, 2, 0) for path in paths])
+    except ImageReadError as e:
+        raise DataError(str(e)) from None
+
+
+def caption_images(model, paths, decoder, batch_size):
+    """Per image: ``(words with <eos> if emitted, alpha, beta, RGB image)``."""
+    config = model.config
+    outputs = []
+    for start in range(0, len(paths), batch_size):
+        images = load_images(paths[start:start + batch_size], config.image_size)
+        out = decoder.decode(preprocess_images(images, config.cnn))
+        for row, image in enumerate(images):
+            ids = out["words"][row]
+            length = int((ids != 0).sum())
+            words = [config.vocabulary[i - 1] for i in ids[:length]]
+            outputs.append((words, out["alpha"][row, :length], out["beta"][row, :length],
+                            image))
+    return outputs
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    try:
+        check_args(args)
+        model = checkpoints.load_model(args.model_file, compile=False)
+        if model.encoder is None:
+            raise DataError(f"checkpoint {args.model_file} takes features, not images")
+        decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen)
+        if args.att_dir:
+            os.makedirs(args.att_dir, exist_ok=True)
+        results = caption_images(model, args.images, decoder, args.bs)
+    except (DataError, ValueError) as e:
+        print(f"caption: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    records = []
+    for path, (words, alpha, beta, image) in zip(args.images, results):
+        caption = " ".join(w for w in words if w != "<eos>")
+        print(f"{path}\t{caption}")
+        record = {"image": path, "caption": caption, "words": words}
+        if model.config.sgate:
+            record["beta"] = [round(float(b), 4) for b in beta]
+        if args.att_dir and model.config.attention:
+            from imcap.attention_maps import attention_figure
+
+            name = os.path.splitext(os.path.basename(path))[0]
+            figure = os.path.join(args.att_dir, f"{name}_attention.png")
+            attention_figure(image, words, alpha, beta if model.config.sgate else None,
+                             args.sig, args.th, path=figure)
+            record["figure"] = figure
+        records.append(record)
+    if args.att_dir:
+        write_json_atomic(os.path.join(args.att_dir, "captions.json"), records)
+    return records
+
+
+def cli():
+    """The console script: main() without its return value (which would be the exit status)."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()
