@@ -15,12 +15,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The main job on the built-in synthetic dataset: generate it (MS COCO layout) and preprocess it
-# with the same code path as real COCO.
+# The main job on the built-in synthetic dataset, offline: generate it (MS COCO layout),
+# preprocess, train, caption the test split, score it, measure the grounding, draw figures;
+# prints the path of demo/summary.json last.
 demo: venv
-	$(PY) -m imcap.utils.make_shapes --out $(DEMO)/shapes
-	$(PY) -m imcap.utils.prepro_coco --coco_path $(DEMO)/shapes --splits_dir $(DEMO)/shapes/splits \
-		--imsize 128 --output_json $(DEMO)/data/shapes.json --output_h5 $(DEMO)/data/shapes.h5
+	$(PY) -m imcap.demo --out $(DEMO)
 
 test: venv
 	$(PY) -m pytest -q

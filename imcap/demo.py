@@ -1,0 +1,171 @@
+"""The whole pipeline on the built-in synthetic dataset, offline: ``make demo`` runs
+``python -m imcap.demo --out demo``.
+
+generate the shapes set (MS COCO layout) -> prepro_coco.py --coco_path -> train.py --sgate
+(stage 1 from the feature cache) -> test.py (greedy, and beam 3) -> eval_caps.py -> grounding
+(pointing accuracy, sentinel weights) -> figures (example captions with attention maps, the
+training curves) -> ``OUT/summary.json``, whose path is printed last.
+
+Each step runs the toolkit's own entry point in this process (the code path of MS COCO). The CNN
+is ResNet-50 with random weights (``-cnn_weights none``: ImageNet weights cannot be downloaded
+offline), truncated at ``conv4_block6_out`` on 128 px images (an 8 x 8 grid); with network access
+``-cnn_weights imagenet`` is the one flag to change. ``--quick`` is the reduced run CI uses:
+a small dataset and one epoch, the same code path.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import h5py  # noqa: E402
+
+from imcap import grounding, plot_curves, test as test_script, train  # noqa: E402
+from imcap.coco_caption import eval_caps  # noqa: E402
+from imcap.utils import make_shapes, prepro_coco  # noqa: E402
+from imcap.utils.fileio import write_json_atomic  # noqa: E402
+
+FULL = {"num_train": 1900, "num_restval": 100, "num_val": 100, "num_test": 100,
+        "image_size": 128, "nepochs": 6}
+QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "image_size": 64,
+         "nepochs": 1}
+# the model and training recipe (see README: "The demo")
+TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_out",
+               "-emb_dim", "256", "-z_dim", "256", "-lstm_dim", "256", "-sent_dropout", "0.5",
+               "-standardize", "position", "--position_embedding", "-lr", "1e-3", "-bs", "8",
+               "-seq_per_img", "5", "--precompute_feats", "-ftnepochs", "0", "-pat", "3",
+               "-es_metric", "CIDEr", "--log_term"]
+EXAMPLES = 4
+
+
+class Steps:
+    """Prints each step's number, name and elapsed time (progress visible throughout)."""
+
+    def __init__(self, total):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def __call__(self, name):
+        self.done += 1
+        print(f"\n== demo step {self.done}/{self.total}: {name} "
+              f"({time.perf_counter() - self.start:.0f} s so far)", flush=True)
+
+    @property
+    def seconds(self):
+        return time.perf_counter() - self.start
+
+
+def example_figures(attention_file, vocabulary, images_h5, positions, out_dir, count):
+    """Attention figures of the first ``count`` test captions; returns their paths."""
+    from imcap.attention_maps import attention_figure
+
+    paths = []
+    with h5py.File(attention_file, "r") as att, h5py.File(images_h5, "r") as data:
+        for n in range(min(count, len(att["image_id"]))):
+            ids = att["words"][n]
+            length = int((ids != 0).sum())
+            words = [vocabulary[i - 1] for i in ids[:length]]
+            image = data["images"][positions[int(att["image_id"][n])]].transpose(1, 2, 0)
+            path = os.path.join(out_dir, f"example_{n + 1}_image{int(att['image_id'][n])}.png")
+            attention_figure(image, words, att["alpha"][n, :length], att["beta"][n, :length],
+                             sig=0.5, th=0.2, path=path)
+            paths.append(path)
+    return paths
+
+
+def run(out, quick=False):
+    sizes = QUICK if quick else FULL
+    steps = Steps(8)
+    shapes_dir, run_dir = os.path.join(out, "shapes"), os.path.join(out, "run")
+    figures = os.path.join(out, "figures")
+    os.makedirs(figures, exist_ok=True)
+    json_path = os.path.join(run_dir, "data", "shapes.json")
+    h5_path = os.path.join(run_dir, "data", "shapes.h5")
+    common = ["-data_folder", run_dir, "-json_file", "shapes.json", "-h5file", "shapes.h5",
+              "-imsize", str(sizes["image_size"]), "-seed", "123"]
+
+    steps("generate the synthetic shapes set (MS COCO layout)")
+    make_shapes.generate(shapes_dir, num_train=sizes["num_train"],
+                         num_restval=sizes["num_restval"], num_val=sizes["num_val"],
+                         num_test=sizes["num_test"], image_size=sizes["image_size"])
+    steps("prepro_coco.py --coco_path (vocabulary, HDF5, ground truth)")
+    prepro_coco.main(prepro_coco.parse_params([
+        "--coco_path", shapes_dir, "--splits_dir", os.path.join(shapes_dir, "splits"),
+        "--imsize", str(sizes["image_size"]), "--output_json", json_path,
+        "--output_h5", h5_path]))
+    steps(f"train.py --sgate, stage 1 ({sizes['nepochs']} epochs at most)")
+    train.main(common + TRAIN_FLAGS + ["-nepochs", str(sizes["nepochs"])])
+    steps("test.py on the test split: greedy, then beam search 3")
+    greedy = test_script.main(common + ["--save_attention"])
+    beam = test_script.main(common + ["-bsize", "3"])
+    steps("eval_caps.py: BLEU, METEOR, ROUGE_L, CIDEr")
+    gt = json_path.replace(".json", "_test_gt.json")
+    scores = {name: eval_caps.evaluate(path, gt)["overall"]
+              for name, path in (("greedy", greedy), ("beam3", beam))}
+    steps("grounding: pointing accuracy and sentinel weights")
+    attention_file = greedy.replace(".json", "_attention.h5")
+    objects, image_sizes = grounding.load_objects(
+        os.path.join(shapes_dir, "annotations", "instances_val2014.json"))
+    with open(json_path) as f:
+        info = json.load(f)
+    vocabulary = [info["ix_to_word"][str(i)] for i in range(1, len(info["ix_to_word"]) + 1)]
+    with h5py.File(attention_file, "r") as f:
+        attention = {key: f[key][:] for key in ("image_id", "words", "alpha", "beta")}
+    ground = grounding.grounding_metrics(attention, vocabulary, objects, image_sizes)
+    steps("figures: example captions with attention maps, training curves")
+    positions = {image["id"]: n for n, image in enumerate(info["images"])}
+    example_paths = example_figures(attention_file, vocabulary, h5_path, positions, figures,
+                                    EXAMPLES)
+    curves = os.path.join(figures, "training_curves.png")
+    with open(os.path.join(run_dir, "models", "model_state.json")) as f:
+        plot_curves.plot_curves(json.load(f), "CIDEr", curves)
+    steps("summary")
+    summary = {key: scores["greedy"][key] for key in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L")}
+    summary.update({key: ground[key] for key in (
+        "pointing", "pointing_chance", "pointing_within_one_cell", "beta_visual",
+        "beta_nonvisual")})
+    summary.update({"seconds": round(steps.seconds, 1), "scores": scores, "grounding": ground,
+                    "figures": example_paths + [curves], "results": [greedy, beam],
+                    "quick": quick, "cnn_weights": "none",
+                    "model": os.path.join(run_dir, "models", "model_best.keras")})
+    summary_path = os.path.join(out, "summary.json")
+    write_json_atomic(summary_path, summary)
+    print_table(summary)
+    print(summary_path)
+    return summary
+
+
+def _fmt(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_table(summary):
+    print("\n| decoding | CIDEr | BLEU-4 | METEOR | ROUGE_L |\n| --- | --- | --- | --- | --- |")
+    for name, s in summary["scores"].items():
+        print(f"| {name} | {_fmt(s['CIDEr'])} | {_fmt(s['Bleu_4'])} | {_fmt(s['METEOR'])} | "
+              f"{_fmt(s['ROUGE_L'])} |")
+    print(f"\npointing {_fmt(summary['pointing'])} (chance {_fmt(summary['pointing_chance'])}, "
+          f"within one cell {_fmt(summary['pointing_within_one_cell'])}); mean beta on visual "
+          f"words {_fmt(summary['beta_visual'])}, on non-visual words "
+          f"{_fmt(summary['beta_nonvisual'])}; {summary['seconds']:.0f} s in all")
+    print("figures:\n" + "\n".join(f"  {p}" for p in summary["figures"]))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="demo", help="output folder")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small dataset and one epoch (CI), the same code path")
+    args = parser.parse_args(argv)
+    try:
+        run(args.out, args.quick)
+    except SystemExit as e:
+        if e.code:
+            print("demo: a step failed (its error is above)", file=sys.stderr)
+        raise
+
+
+if __name__ == "__main__":
+    main()
