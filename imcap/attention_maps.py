@@ -3,7 +3,8 @@ sentinel weight per word (the paper's 1 - beta, "visual grounding probability").
 
 An attention map is the (grid x grid) alpha of a word, upsampled to the image, smoothed with a
 Gaussian of ``sig`` grid cells and cut at ``th`` times its maximum (the seed notebook's two
-knobs, ``sig`` and ``th``), drawn over the image. matplotlib draws off-screen (Agg).
+knobs, ``sig`` and ``th``), drawn over the image with matplotlib: off-screen when saved to a
+file, with the active backend (inline in a notebook) otherwise.
 """
 
 import math
@@ -55,16 +56,18 @@ def attention_figure(image, words, alpha, beta=None, sig=0.5, th=0.0, path=None,
         alpha: (len(words), K) attention over the regions.
         beta: (len(words),) sentinel weights, or None (no sentinel).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    if path:  # drawn off-screen, whatever backend is active
+        from matplotlib.figure import Figure
+        figure = Figure()
+    else:  # shown by the active backend (inline in a notebook)
+        import matplotlib.pyplot as plt
+        figure = plt.figure()
     size = min(image.shape[:2])
     image = np.asarray(Image.fromarray(image).resize((size, size)))
     panels = len(words) + 1
     rows = math.ceil(panels / columns)
     extra = 1 if beta is not None else 0
-    figure = plt.figure(figsize=(2.4 * columns, 2.5 * rows + 2.2 * extra))
+    figure.set_size_inches(2.4 * columns, 2.5 * rows + 2.2 * extra)
     grid = figure.add_gridspec(rows + extra, columns,
                                height_ratios=[1] * rows + [0.8] * extra)
     axis = figure.add_subplot(grid[0, 0])
@@ -92,5 +95,4 @@ def attention_figure(image, words, alpha, beta=None, sig=0.5, th=0.0, path=None,
         temporary = path + ".partial"
         figure.savefig(temporary, dpi=80, format="png")
         os.replace(temporary, path)
-        plt.close(figure)
     return figure
