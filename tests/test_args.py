@@ -104,3 +104,16 @@ def test_mixed_precision_flag_sets_the_dtype_policy():
     assert imcap_args.parse_args(["--mixed_precision"]).dtype == "mixed_bfloat16"  # no GPU here
     assert imcap_args.parse_args(["--mixed_precision", "float16"]).dtype == "mixed_float16"
     assert imcap_args.parse_args(["-accum", "4"]).accum == 4
+
+
+def test_the_readme_lists_every_flag():
+    """The README's flag table is the parser's: a new flag cannot go undocumented."""
+    import os
+
+    from imcap.args import get_parser
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")).read()
+    for action in get_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert f"| `{action.option_strings[0]}` |" in readme, action.option_strings[0]
