@@ -199,3 +199,33 @@ def test_bad_decoder_settings():
         BeamSearchDecoder(model, 0)
     with pytest.raises(ValueError, match="max_length must be at least 2"):
         GreedyDecoder(model, 1)
+
+
+def test_a_trained_tiny_model_captions_what_it_was_taught():
+    """Trained with teacher forcing to say one caption per kind of image, the model's greedy
+    and beam-search captions are those captions (and beta stays a probability)."""
+    vocabulary = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
+    taught = {0: "a red circle", 1: "a blue square", 2: "a red square"}
+    ids = {w: i + 1 for i, w in enumerate(vocabulary)}
+    keras.utils.set_random_seed(0)
+    model = Captioner(CaptionerConfig(vocabulary=vocabulary, input_images=False, num_regions=4,
+                                      feature_dim=6, emb_dim=16, z_dim=16, lstm_dim=16,
+                                      dr_ratio=0.0, sgate=True, max_length=6))
+    rng = np.random.default_rng(0)
+    kinds = rng.integers(0, 3, size=96)
+    x = rng.normal(scale=0.1, size=(96, 4, 6)).astype("float32")
+    x[np.arange(96), kinds, kinds] += 2.0  # the kind shows in one region and channel
+    words = np.zeros((96, 1, 5), "int32")
+    for n, kind in enumerate(kinds):
+        tokens = ["<start>"] + taught[kind].split() + ["<eos>"]
+        words[n, 0, :len(tokens)] = [ids[t] for t in tokens]
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit({"features": x, "words": words[..., :-1]}, words[..., 1:],
+              sample_weight=(words[..., 1:] > 0).astype("float32"), batch_size=32, epochs=40,
+              verbose=0)
+    expected = [taught[k] for k in kinds[:12]]
+    for decoder in (GreedyDecoder(model), BeamSearchDecoder(model, 3)):
+        out = decoder.decode(x[:12])
+        assert decoder.to_captions(out["words"]) == expected
+        assert ((out["beta"] >= 0) & (out["beta"] <= 1)).all()
