@@ -279,11 +279,9 @@ class Trainer:
             return
         metric = self.args.es_metric
         best = self.model_path(f"epoch{epoch + 1:02d}_{metric}{value:.4f}.keras", stage)
-        shutil.copyfile(stage_state["last_path"], best + ".partial")
-        os.replace(best + ".partial", best)
+        link_atomically(stage_state["last_path"], best)
         alias = self.model_path("best.keras", stage)
-        shutil.copyfile(best, alias + ".partial")
-        os.replace(alias + ".partial", alias)
+        link_atomically(best, alias)
         checkpoints.save_weights(model, self.model_path("best.weights.h5", stage))
         previous = stage_state.get("best_epoch_path")
         if previous and previous != best and os.path.exists(previous):
@@ -323,6 +321,19 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.state["stages"][self.stage] = self.stage_state
         checkpoints.write_state(self.trainer.state_path, self.state)
         self.trainer.remove_previous_last(self.stage_state)
+
+
+def link_atomically(source, target):
+    """``target`` becomes the file ``source`` (a hard link: checkpoints are ~100 MB, and files
+    here are replaced, never rewritten in place; a copy where links are not supported)."""
+    temporary = target + ".partial"
+    if os.path.exists(temporary):
+        os.remove(temporary)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
 
 
 def output_folder(args, strategy):
