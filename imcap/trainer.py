@@ -8,8 +8,8 @@ inference mode); stage 2 fine-tunes the CNN from ``-finetune_start_layer`` upwar
 After every epoch the validation split is scored (``-es_metric`` on greedy captions with
 ``-es_prev_words gen``, on teacher-forced ones with ``gt``, or the loss) against the ground truth
 that prepro_coco.py wrote; the best checkpoint (named with its epoch and score, as the seed did,
-plus a ``_best.keras`` alias and ``_best.weights.h5``) and the last one are kept, then the state
-(stage, epoch, best score, patience) is written, all atomically.
+plus a ``_best.keras`` alias; ``_best.weights.h5`` when the stage ends) and the last one are
+kept, then the state (stage, epoch, best score, patience) is written, all atomically.
 """
 
 import logging
@@ -257,6 +257,7 @@ class Trainer:
             if stop:
                 log.info("early stopping: no improvement for %d epochs", args.pat)
                 break
+        self.save_best_weights(stage, stage_state)
         stage_state["done"] = True
         checkpoints.write_state(self.state_path, state)
 
@@ -282,12 +283,19 @@ class Trainer:
         link_atomically(stage_state["last_path"], best)
         alias = self.model_path("best.keras", stage)
         link_atomically(best, alias)
-        checkpoints.save_weights(model, self.model_path("best.weights.h5", stage))
         previous = stage_state.get("best_epoch_path")
         if previous and previous != best and os.path.exists(previous):
             os.remove(previous)
         stage_state.update(best_path=alias, best_epoch_path=best)
 
+
+    def save_best_weights(self, stage, stage_state):
+        """``MODEL_best.weights.h5``, the best checkpoint's weights only, written once when the
+        stage ends (not at every improvement: checkpoints are ~45 MB each, and on a slow disk
+        every written byte delays the synced state file)."""
+        if stage_state.get("best_path"):
+            best = checkpoints.load_model(stage_state["best_path"], compile=False)
+            checkpoints.save_weights(best, self.model_path("best.weights.h5", stage))
 
     @staticmethod
     def remove_previous_last(stage_state):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from imcap import train, trainer
+from imcap.models.captioner import Captioner
 from imcap.utils import features
 from imcap.utils.checkpoints import load_model
 from imcap.utils.loader import CaptionData
@@ -43,6 +44,10 @@ def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
     tuned = load_model(str(data_folder / "models" / "model_cnntrain_best.keras"))
     before = load_model(str(data_folder / "models" / "model_best.keras"))
     assert tuned.config.sgate and tuned.config.num_regions == 64
+    weights_only = Captioner(before.config, load_encoder_weights=False)
+    weights_only.load_weights(str(data_folder / "models" / "model_best.weights.h5"))
+    for a, b in zip(weights_only.get_weights(), before.get_weights()):
+        np.testing.assert_array_equal(a, b)
     # --lrmults: the fine-tuning optimizer (loaded back from the checkpoint) scales the CNN
     assert tuned.optimizer.lr_multiplier == 0.5
     assert set(tuned.optimizer.multiplied_paths) == {

@@ -62,6 +62,11 @@ class Decoder:
         step_weights = getattr(self.model, "step_weights", None)
         return step_weights() if step_weights else None
 
+    def graph(self, inputs):
+        """The decoding as tensors, to call inside another ``tf.function`` (e.g. a serving
+        signature): the same dict as ``decode``."""
+        return self._decode_graph(inputs)
+
     def decode(self, inputs):
         """A dict of NumPy arrays for a batch of images (or features): ``words`` (B, L) word
         ids, 0 after ``<eos>``; ``alpha`` (B, L, K); ``beta`` (B, L) (zeros without the
@@ -116,6 +121,9 @@ class GreedyDecoder(Decoder):
         self._calls += 1
         outputs = self._decode(inputs, tf.constant([self.seed, self._calls], tf.int64))
         return {key: value.numpy() for key, value in outputs.items()}
+
+    def graph(self, inputs):
+        return self._decode_graph(inputs, tf.constant([self.seed, 0], tf.int64))
 
     def _choose(self, log_probs, seed, step):
         if self.temperature is None:

@@ -1,0 +1,95 @@
+"""Export a trained captioner as a TensorFlow SavedModel for serving:
+
+    python -m imcap.export -model_file MODEL.keras -out_dir EXPORT [-bsize K] [-seqlen N]
+
+The ``serving_default`` signature takes a batch of encoded images (``images``: string tensor of
+JPEG / PNG / GIF / BMP bytes, any size, grayscale or colour) and returns, per image, the
+``caption`` (string), its ``words`` (strings, empty after the end), the attention over the
+regions per word (``attention``, float32 (B, L, K)) and the sentinel weight per word
+(``sentinel``, (B, L)). Decoding (greedy, or beam search with ``-bsize``) runs inside the
+graph; loading needs only TensorFlow (``tf.saved_model.load``), not imcap or Keras.
+Images are decoded and resized with TensorFlow's bilinear resize (prepro_coco.py uses
+Pillow's), then preprocessed as in training.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from imcap.models import decoding  # noqa: E402
+from imcap.utils import checkpoints  # noqa: E402
+from imcap.utils.fileio import DataError  # noqa: E402
+from imcap.utils.loader import preprocess_images  # noqa: E402
+
+
+def serving_function(model, decoder):
+    """``images`` (B,) encoded bytes -> caption, words, attention and sentinel weights."""
+    config = model.config
+    size = config.image_size
+    vocabulary = tf.constant([""] + list(config.vocabulary))  # id 0: padding
+
+    def decode_one(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
+        return tf.clip_by_value(tf.round(image), 0, 255)
+
+    def serve(images):
+        pixels = tf.map_fn(decode_one, images, fn_output_signature=tf.float32)
+        out = decoder.graph(preprocess_images(pixels, config.cnn))
+        ids = out["words"]
+        keep = (ids != 0) & (ids != config.end_id)
+        words = tf.where(keep, tf.gather(vocabulary, ids), tf.constant(""))
+        captions = tf.strings.strip(tf.strings.regex_replace(
+            tf.strings.reduce_join(words, axis=1, separator=" "), " +", " "))
+        return {"caption": captions, "words": words, "attention": out["alpha"],
+                "sentinel": out["beta"]}
+
+    return serve
+
+
+def export(model_file, out_dir, beam_size=1, max_length=None):
+    """Writes the SavedModel to ``out_dir`` (through ``out_dir.partial``); returns ``out_dir``."""
+    model = checkpoints.load_model(model_file, compile=False)
+    if model.encoder is None:
+        raise DataError(f"checkpoint {model_file} takes features, not images: export the "
+                        f"captioner checkpoint train.py writes")
+    decoder = decoding.make_decoder(model, beam_size, max_length=max_length)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serving_function(model, decoder),
+                         input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    temporary = out_dir.rstrip("/") + ".partial"
+    shutil.rmtree(temporary, ignore_errors=True)
+    archive.write_out(temporary, verbose=False)
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(temporary, out_dir)
+    return out_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-model_file", "--model_file", required=True)
+    parser.add_argument("-out_dir", "--out_dir", required=True, help="SavedModel folder")
+    parser.add_argument("-bsize", "--bsize", type=int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
+                        help="maximum caption length with <start> and <eos>")
+    args = parser.parse_args(argv)
+    try:
+        if args.bsize < 1:
+            raise ValueError(f"-bsize must be at least 1, got {args.bsize}")
+        path = export(args.model_file, args.out_dir, args.bsize, args.seqlen)
+    except (DataError, ValueError) as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
