@@ -29,7 +29,7 @@ from imcap.utils import make_shapes, prepro_coco  # noqa: E402
 from imcap.utils.fileio import write_json_atomic  # noqa: E402
 
 FULL = {"num_train": 1900, "num_restval": 100, "num_val": 100, "num_test": 100,
-        "image_size": 128, "nepochs": 8}
+        "image_size": 128, "nepochs": 6}
 QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "image_size": 64,
          "nepochs": 1}
 # the model and training recipe (see README: "The demo")
