@@ -1,5 +1,6 @@
 """What the benchmarks share: one JSON line per workload, and a closing summary line."""
 
+import argparse
 import json
 import os
 import resource
@@ -23,3 +24,12 @@ def summary():
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "cpu_count": os.cpu_count()}))
+
+
+def arguments(description, repeats):
+    """``--quick`` (fewer timed repeats) and ``--only NAME``; returns (args, repeats to time)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer timed repeats")
+    parser.add_argument("--only", default=None, help="run workloads whose name contains this")
+    args = parser.parse_args()
+    return args, 4 if args.quick else repeats

@@ -11,7 +11,6 @@ Prints one JSON object per line: ``workload``, ``dtype``, ``unit`` (images/s), `
 idle machine: ``python bench/decode.py`` (``--quick`` for fewer batches).
 """
 
-import argparse
 import os
 import statistics
 import time
@@ -22,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import report, summary  # noqa: E402
+from common import arguments, report, summary  # noqa: E402
 from imcap.models.captioner import Captioner  # noqa: E402
 from imcap.models.config import CaptionerConfig  # noqa: E402
 from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
@@ -63,11 +62,7 @@ def run(name, dtype, beam_size, images=32, regions=49, channels=2048, dim=512,
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer timed batches")
-    parser.add_argument("--only", default=None, help="run workloads whose name contains this")
-    args = parser.parse_args()
-    repeats = 4 if args.quick else 10
+    args, repeats = arguments(__doc__.split("\n")[0], 10)
     for dtype in ("float32", "mixed_bfloat16"):
         for name, beam_size in (("greedy", 1), ("beam3", 3)):
             if args.only and args.only not in name and args.only != dtype:

@@ -15,7 +15,6 @@ Prints one JSON object per line: ``workload``, ``dtype``, ``unit`` (captions/s),
 machine: ``python bench/train_step.py`` (``--quick`` for fewer steps).
 """
 
-import argparse
 import os
 import statistics
 import time
@@ -26,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import report, summary  # noqa: E402
+from common import arguments, report, summary  # noqa: E402
 from imcap.models.captioner import Captioner  # noqa: E402
 from imcap.models.config import CaptionerConfig  # noqa: E402
 
@@ -112,11 +111,7 @@ def run(name, dtype, images, captions, regions=49, channels=2048, dim=512, vocab
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer timed steps")
-    parser.add_argument("--only", default=None, help="run workloads whose name contains this")
-    args = parser.parse_args()
-    repeats = 4 if args.quick else 8
+    args, repeats = arguments(__doc__.split("\n")[0], 8)
     workloads = []
     for dtype in ("float32", "mixed_bfloat16"):
         for sgate in (True, False):

@@ -72,9 +72,9 @@ def caption_images(model, paths, decoder, batch_size):
         images = load_images(paths[start:start + batch_size], config.image_size)
         out = decoder.decode(preprocess_images(images, config.cnn))
         for row, image in enumerate(images):
-            ids = out["words"][row]
-            length = int((ids != 0).sum())
-            words = [config.vocabulary[i - 1] for i in ids[:length]]
+            words = decoding.ids_to_words(config.vocabulary, out["words"][row], config.end_id,
+                                          keep_end=True)
+            length = len(words)
             outputs.append((words, out["alpha"][row, :length], out["beta"][row, :length],
                             image))
     return outputs

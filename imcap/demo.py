@@ -21,12 +21,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import h5py  # noqa: E402
-
 from imcap import grounding, plot_curves, test as test_script, train  # noqa: E402
 from imcap.coco_caption import eval_caps  # noqa: E402
+from imcap.models.decoding import ids_to_words  # noqa: E402
 from imcap.utils import make_shapes, prepro_coco  # noqa: E402
 from imcap.utils.fileio import write_json_atomic  # noqa: E402
+from imcap.utils.loader import CaptionData  # noqa: E402
 
 FULL = {"num_train": 1900, "num_restval": 100, "num_val": 100, "num_test": 100,
         "image_size": 128, "nepochs": 6}
@@ -57,21 +57,21 @@ class Steps:
         return time.perf_counter() - self.start
 
 
-def example_figures(attention_file, vocabulary, images_h5, positions, out_dir, count):
-    """Attention figures of the first ``count`` test captions; returns their paths."""
+def example_figures(attention, vocabulary, data, out_dir, count):
+    """Attention figures of the first ``count`` captions of ``attention`` (``read_attention``),
+    over their images in ``data`` (the split they caption); returns their paths."""
     from imcap.attention_maps import attention_figure
 
+    index = {int(image_id): n for n, image_id in enumerate(data.image_ids)}
+    end_id = vocabulary.index("<eos>") + 1
     paths = []
-    with h5py.File(attention_file, "r") as att, h5py.File(images_h5, "r") as data:
-        for n in range(min(count, len(att["image_id"]))):
-            ids = att["words"][n]
-            length = int((ids != 0).sum())
-            words = [vocabulary[i - 1] for i in ids[:length]]
-            image = data["images"][positions[int(att["image_id"][n])]].transpose(1, 2, 0)
-            path = os.path.join(out_dir, f"example_{n + 1}_image{int(att['image_id'][n])}.png")
-            attention_figure(image, words, att["alpha"][n, :length], att["beta"][n, :length],
-                             sig=0.5, th=0.2, path=path)
-            paths.append(path)
+    for n, image_id in enumerate(attention["image_id"][:count].tolist()):
+        words = ids_to_words(vocabulary, attention["words"][n], end_id, keep_end=True)
+        image = data.read_images([index[image_id]])[0]
+        path = os.path.join(out_dir, f"example_{n + 1}_image{image_id}.png")
+        attention_figure(image, words, attention["alpha"][n, :len(words)],
+                         attention["beta"][n, :len(words)], sig=0.5, th=0.2, path=path)
+        paths.append(path)
     return paths
 
 
@@ -105,19 +105,13 @@ def run(out, quick=False):
     scores = {name: eval_caps.evaluate(path, gt)["overall"]
               for name, path in (("greedy", greedy), ("beam3", beam))}
     steps("grounding: pointing accuracy and sentinel weights")
-    attention_file = greedy.replace(".json", "_attention.h5")
+    attention, vocabulary = test_script.read_attention(greedy.replace(".json", "_attention.h5"))
     objects, image_sizes = grounding.load_objects(
         os.path.join(shapes_dir, "annotations", "instances_val2014.json"))
-    with open(json_path) as f:
-        info = json.load(f)
-    vocabulary = [info["ix_to_word"][str(i)] for i in range(1, len(info["ix_to_word"]) + 1)]
-    with h5py.File(attention_file, "r") as f:
-        attention = {key: f[key][:] for key in ("image_id", "words", "alpha", "beta")}
     ground = grounding.grounding_metrics(attention, vocabulary, objects, image_sizes)
     steps("figures: example captions with attention maps, training curves")
-    positions = {image["id"]: n for n, image in enumerate(info["images"])}
-    example_paths = example_figures(attention_file, vocabulary, h5_path, positions, figures,
-                                    EXAMPLES)
+    example_paths = example_figures(attention, vocabulary,
+                                    CaptionData(h5_path, json_path, "test"), figures, EXAMPLES)
     curves = os.path.join(figures, "training_curves.png")
     with open(os.path.join(run_dir, "models", "model_state.json")) as f:
         plot_curves.plot_curves(json.load(f), "CIDEr", curves)

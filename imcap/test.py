@@ -103,6 +103,13 @@ def write_attention(path, attention, vocabulary):
         raise
 
 
+def read_attention(path):
+    """``(arrays {"image_id", "words", "alpha", "beta"}, vocabulary)`` of ``write_attention``."""
+    with h5py.File(path, "r") as f:
+        arrays = {key: f[key][:] for key in ("image_id", "words", "alpha", "beta")}
+        return arrays, f.attrs["vocabulary"].split("\n")
+
+
 def run(args):
     json_path = os.path.join(args.data_folder, "data", args.json_file)
     h5_path = os.path.join(args.data_folder, "data", args.h5file)

@@ -288,11 +288,9 @@ class Trainer:
             os.remove(previous)
         stage_state.update(best_path=alias, best_epoch_path=best)
 
-
     def save_best_weights(self, stage, stage_state):
         """``MODEL_best.weights.h5``, the best checkpoint's weights only, written once when the
-        stage ends (not at every improvement: checkpoints are ~45 MB each, and on a slow disk
-        every written byte delays the synced state file)."""
+        stage ends rather than at every improvement (~45 MB each)."""
         if stage_state.get("best_path"):
             best = checkpoints.load_model(stage_state["best_path"], compile=False)
             checkpoints.save_weights(best, self.model_path("best.weights.h5", stage))

@@ -90,6 +90,9 @@ class MarkovModel:
     def initial_state(self, rows):
         return [tf.zeros((rows, 1))]
 
+    def step_weights(self):
+        return None
+
     def step(self, encoded, words, state, weights=None):
         return tf.gather(self.table, words), state, None, None
 

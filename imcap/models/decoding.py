@@ -34,12 +34,12 @@ class Decoder:
         config = model.config
         self.end_id, self.start_id = config.end_id, config.start_id
         self.num_regions = config.num_regions if config.attention else 0
-        self.has_beta = bool(config.attention and config.sgate)
         banned = np.zeros(config.vocab_size, dtype=np.float32)
         banned[[0, config.start_id] + ([config.end_id] if suppress_eos else [])] = -np.inf
         self.banned = tf.constant(banned)
         banned[config.end_id] = -np.inf
         self.banned_first = tf.constant(banned)  # no empty captions
+        self._calls = 0
         self._decode = tf.function(self._decode_graph, reduce_retracing=True)
 
     def _step(self, encoded, words, state, t, weights=None):
@@ -58,41 +58,51 @@ class Decoder:
     def _encode(self, inputs):
         return self.model.encode(inputs, from_features=self.from_features)
 
-    def _step_weights(self):
-        step_weights = getattr(self.model, "step_weights", None)
-        return step_weights() if step_weights else None
+    def _arguments(self, inputs, call):
+        """The arguments of ``_decode_graph`` for the ``call``-th decode."""
+        return (inputs,)
 
     def graph(self, inputs):
         """The decoding as tensors, to call inside another ``tf.function`` (e.g. a serving
         signature): the same dict as ``decode``."""
-        return self._decode_graph(inputs)
+        return self._decode_graph(*self._arguments(inputs, 0))
 
     def decode(self, inputs):
         """A dict of NumPy arrays for a batch of images (or features): ``words`` (B, L) word
         ids, 0 after ``<eos>``; ``alpha`` (B, L, K); ``beta`` (B, L) (zeros without the
         sentinel); ``log_prob`` (B,) of each caption (its ``<eos>`` included)."""
-        return {key: value.numpy() for key, value in self._decode(inputs).items()}
+        self._calls += 1
+        outputs = self._decode(*self._arguments(inputs, self._calls))
+        return {key: value.numpy() for key, value in outputs.items()}
 
     def __call__(self, inputs):
         """Word ids (B, L) for a batch of images or features."""
         return self.decode(inputs)["words"]
 
-    def to_words(self, ids):
-        """Lists of words for rows of word ids, stopping at ``<eos>`` (or padding)."""
-        vocabulary = self.model.config.vocabulary
-        sentences = []
-        for row in ids:
-            words = []
-            for word_id in row:
-                if word_id == self.end_id or word_id == 0:
-                    break
-                words.append(vocabulary[word_id - 1])
-            sentences.append(words)
-        return sentences
+    def to_words(self, ids, keep_end=False):
+        """Lists of words for rows of word ids, stopping at ``<eos>`` (kept with ``keep_end``)
+        or padding."""
+        return [ids_to_words(self.model.config.vocabulary, row, self.end_id, keep_end)
+                for row in ids]
 
     def to_captions(self, ids):
         """Strings for rows of word ids, stopping at ``<eos>``."""
         return [" ".join(words) for words in self.to_words(ids)]
+
+
+def ids_to_words(vocabulary, ids, end_id, keep_end=False):
+    """The words of one row of word ids (word i is ``vocabulary[i - 1]``) up to ``<eos>``
+    (included with ``keep_end``) or padding."""
+    words = []
+    for word_id in ids:
+        if word_id == 0:
+            break
+        if word_id == end_id:
+            if keep_end:
+                words.append(vocabulary[word_id - 1])
+            break
+        words.append(vocabulary[word_id - 1])
+    return words
 
 
 def _clear_after_end(outputs, end_id):
@@ -114,16 +124,10 @@ class GreedyDecoder(Decoder):
                  temperature=None, seed=0):
         self.temperature = temperature if temperature and temperature > 0 else None
         self.seed = seed
-        self._calls = 0
         super().__init__(model, max_length, from_features, suppress_eos)
 
-    def decode(self, inputs):
-        self._calls += 1
-        outputs = self._decode(inputs, tf.constant([self.seed, self._calls], tf.int64))
-        return {key: value.numpy() for key, value in outputs.items()}
-
-    def graph(self, inputs):
-        return self._decode_graph(inputs, tf.constant([self.seed, 0], tf.int64))
+    def _arguments(self, inputs, call):
+        return inputs, tf.constant([self.seed, call], tf.int64)
 
     def _choose(self, log_probs, seed, step):
         if self.temperature is None:
@@ -135,7 +139,7 @@ class GreedyDecoder(Decoder):
     def _decode_graph(self, inputs, seed):
         model = self.model
         encoded = self._encode(inputs)
-        weights = self._step_weights()  # once per decode, not per step
+        weights = self.model.step_weights()  # once per decode, not per step
         batch = tf.shape(inputs)[0]
         steps = self.steps
         words = tf.fill((batch,), tf.constant(self.start_id, tf.int32))
@@ -204,7 +208,7 @@ class BeamSearchDecoder(Decoder):
         batch = tf.shape(inputs)[0]
         rows = batch * beams
         encoded = {key: tf.repeat(value, beams, axis=0) for key, value in encoded.items()}
-        weights = self._step_weights()  # once per decode, not per step
+        weights = self.model.step_weights()  # once per decode, not per step
         regions = self.num_regions
         neg_inf = tf.constant(-np.inf, tf.float32)
 
