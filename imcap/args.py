@@ -20,6 +20,7 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from imcap.models.config import CNN_NAMES, DTYPE_POLICIES, CaptionerConfig  # noqa: E402
+from imcap.utils.cli import ArgumentParser  # noqa: E402
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
@@ -41,7 +42,7 @@ def negated_bool(value):
     return not str2bool(value)
 
 
-class Parser(argparse.ArgumentParser):
+class Parser(ArgumentParser):
     """An ArgumentParser where every ``-name`` flag is also ``--name``."""
 
     def option(self, name, **kwargs):
@@ -210,8 +211,12 @@ def get_parser():
     return parser
 
 
-def parse_args(argv=None):
-    args = get_parser().parse_args(argv)
+def parse_args(argv=None, prog=None):
+    """The flags of ``argv``; ``prog`` names the script in errors and --help."""
+    parser = get_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
     if args.mixed_precision:
         kind = args.mixed_precision
         if kind == "auto":

@@ -10,9 +10,7 @@ over the image, smoothed with ``-sig``, cut at ``-th``, and the sentinel's 1 - b
 and ``captions.json`` with the words and their beta. Runs on CPU.
 """
 
-import argparse
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,13 +18,14 @@ import numpy as np  # noqa: E402
 
 from imcap.models import decoding  # noqa: E402
 from imcap.utils import checkpoints  # noqa: E402
+from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, write_json_atomic  # noqa: E402
 from imcap.utils.images import ImageReadError, read_image  # noqa: E402
 from imcap.utils.loader import preprocess_images  # noqa: E402
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="caption.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
     parser.add_argument("-model_file", "--model_file", required=True,
                         help="a checkpoint train.py wrote (e.g. models/model_best.keras)")
@@ -82,7 +81,7 @@ def caption_images(model, paths, decoder, batch_size):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    try:
+    with one_line_errors("caption"):
         check_args(args)
         model = checkpoints.load_model(args.model_file, compile=False)
         if model.encoder is None:
@@ -91,9 +90,6 @@ def main(argv=None):
         if args.att_dir:
             os.makedirs(args.att_dir, exist_ok=True)
         results = caption_images(model, args.images, decoder, args.bs)
-    except (DataError, ValueError) as e:
-        print(f"caption: error: {e}", file=sys.stderr)
-        sys.exit(1)
     records = []
     for path, (words, alpha, beta, image) in zip(args.images, results):
         caption = " ".join(w for w in words if w != "<eos>")

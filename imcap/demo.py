@@ -13,7 +13,6 @@ offline), truncated at ``conv4_block6_out`` on 128 px images (an 8 x 8 grid); wi
 a small dataset and one epoch, the same code path.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from imcap import grounding, plot_curves, test as test_script, train  # noqa: E4
 from imcap.coco_caption import eval_caps  # noqa: E402
 from imcap.models.decoding import ids_to_words  # noqa: E402
 from imcap.utils import make_shapes, prepro_coco  # noqa: E402
+from imcap.utils.cli import ArgumentParser  # noqa: E402
 from imcap.utils.fileio import write_json_atomic  # noqa: E402
 from imcap.utils.loader import CaptionData  # noqa: E402
 
@@ -148,7 +148,7 @@ def print_table(summary):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo", help="output folder")
     parser.add_argument("--quick", action="store_true",
                         help="a small dataset and one epoch (CI), the same code path")

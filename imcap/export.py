@@ -12,10 +12,8 @@ Images are decoded and resized with TensorFlow's bilinear resize (prepro_coco.py
 Pillow's), then preprocessed as in training.
 """
 
-import argparse
 import os
 import shutil
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 from imcap.models import decoding  # noqa: E402
 from imcap.utils import checkpoints  # noqa: E402
+from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError  # noqa: E402
 from imcap.utils.loader import preprocess_images  # noqa: E402
 
@@ -74,20 +73,17 @@ def export(model_file, out_dir, beam_size=1, max_length=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="export.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("-model_file", "--model_file", required=True)
     parser.add_argument("-out_dir", "--out_dir", required=True, help="SavedModel folder")
     parser.add_argument("-bsize", "--bsize", type=int, default=1, help="beam size (1: greedy)")
     parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
                         help="maximum caption length with <start> and <eos>")
     args = parser.parse_args(argv)
-    try:
-        if args.bsize < 1:
-            raise ValueError(f"-bsize must be at least 1, got {args.bsize}")
+    if args.bsize < 1:
+        parser.error(f"-bsize must be at least 1, got {args.bsize}")
+    with one_line_errors("export"):
         path = export(args.model_file, args.out_dir, args.bsize, args.seqlen)
-    except (DataError, ValueError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(path)
 
 

@@ -44,7 +44,7 @@ def plot_curves(state, metric, out_path):
 
 
 def main(argv=None):
-    args = imcap_args.parse_args(argv)
+    args = imcap_args.parse_args(argv, "plot_curves.py")
     state_path = os.path.join(args.data_folder, "models", f"{args.model_name}_state.json")
     try:
         with open(state_path) as f:

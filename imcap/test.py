@@ -28,6 +28,7 @@ from tqdm import tqdm  # noqa: E402
 from imcap import args as imcap_args  # noqa: E402
 from imcap.models import decoding  # noqa: E402
 from imcap.utils import checkpoints  # noqa: E402
+from imcap.utils.cli import one_line_errors  # noqa: E402
 from imcap.utils.coco_gt import gt_path  # noqa: E402
 from imcap.utils.fileio import (  # noqa: E402
     DataError, commit, discard, prepare_output, write_json_atomic)
@@ -51,22 +52,6 @@ def make_decoder(model, args):
     """The decoder the flags ask for (-temperature, -bsize, -seqlen, -length_penalty)."""
     return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
                                  args.length_penalty, args.seed)
-
-
-def check_model_matches(model, data, path):
-    """The checkpoint must take this data's images and speak its vocabulary."""
-    config = model.config
-    if config.vocabulary != data.vocabulary:
-        raise DataError(f"checkpoint {path} was trained with another vocabulary "
-                        f"({config.vocab_size - 1} words) than {data.json_path} "
-                        f"({data.vocab_size - 1} words)")
-    if model.encoder is None:
-        raise DataError(f"checkpoint {path} takes precomputed features, not images; use the "
-                        f"captioner checkpoint train.py writes (MODEL_best.keras)")
-    if config.image_size != data.image_size:
-        raise DataError(f"checkpoint {path} takes {config.image_size} px images but "
-                        f"{data.h5_path} holds {data.image_size} px ones; run prepro_coco.py "
-                        f"with --imsize {config.image_size}")
 
 
 def caption_split(model, data, decoder, batch_size, keep_attention=False):
@@ -118,7 +103,7 @@ def run(args):
     data = CaptionData(h5_path, json_path, args.split)
     if not len(data):
         raise DataError(f"{json_path}: the {args.split} split has no images")
-    check_model_matches(model, data, path)
+    checkpoints.check_data_matches(model, data, path)
     stem = os.path.splitext(os.path.basename(path))[0]
     results_file = args.results_file or os.path.join(
         args.data_folder, "results", f"{stem}_{args.split}_{method_name(args)}.json")
@@ -143,12 +128,9 @@ def run(args):
 
 
 def main(argv=None):
-    args = imcap_args.parse_args(argv)
-    try:
+    args = imcap_args.parse_args(argv, "test.py")
+    with one_line_errors("test"):
         return run(args)
-    except (DataError, ValueError) as e:
-        print(f"test: error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 def cli():

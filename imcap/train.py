@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 from imcap import args as imcap_args  # noqa: E402
 from imcap.distribute import make_strategy  # noqa: E402
 from imcap.trainer import Trainer, TrainingError, check_inputs, output_folder  # noqa: E402
-from imcap.utils.fileio import DataError  # noqa: E402
+from imcap.utils.cli import one_line_errors  # noqa: E402
 
 
 def setup_logging(args, strategy):
@@ -35,16 +35,14 @@ def setup_logging(args, strategy):
 
 
 def main(argv=None):
-    args = imcap_args.parse_args(argv)
+    args = imcap_args.parse_args(argv, "train.py")
     try:
-        strategy = make_strategy(args.strategy, args.cpu_devices)  # before TensorFlow starts
-        check_inputs(args)
-        setup_logging(args, strategy)
-        keras.utils.set_random_seed(args.seed)
-        state = Trainer(args, strategy).run()
-    except (DataError, ValueError, TrainingError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        with one_line_errors("train", TrainingError):
+            strategy = make_strategy(args.strategy, args.cpu_devices)  # before TensorFlow starts
+            check_inputs(args)
+            setup_logging(args, strategy)
+            keras.utils.set_random_seed(args.seed)
+            state = Trainer(args, strategy).run()
     except tf.errors.ResourceExhaustedError as e:
         print(f"train: error: out of memory ({str(e).splitlines()[0][:200]}); use a smaller -bs "
               f"with -accum N to keep the effective batch (-bs x N), --mixed_precision, or "

@@ -10,8 +10,13 @@ After every epoch the validation split is scored (``-es_metric`` on greedy capti
 that prepro_coco.py wrote; the best checkpoint (named with its epoch and score, as the seed did,
 plus a ``_best.keras`` alias; ``_best.weights.h5`` when the stage ends) and the last one are
 kept, then the state (stage, epoch, best score, patience) is written, all atomically.
+
+Before a stage trains, its output folders must be writable and hold room for two checkpoints
+with their optimizer state; a write that fails later (a full disk) stops the run with one line
+naming the file and the last complete checkpoint, from which ``--resume`` goes on.
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -28,9 +33,9 @@ from imcap.models.captioner import Captioner
 from imcap.models.decoding import GreedyDecoder
 from imcap.models.encoder import set_trainable
 from imcap.models.feature_standardization import feature_statistics
-from imcap.utils import checkpoints, features
+from imcap.utils import checkpoints, features, fileio
 from imcap.utils.coco_gt import gt_path
-from imcap.utils.fileio import DataError
+from imcap.utils.fileio import DataError, check_writable
 from imcap.utils.loader import CaptionData
 
 log = logging.getLogger("imcap.train")
@@ -38,7 +43,7 @@ STAGES = ("frozen", "finetune")
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss); the message says what was kept."""
+    """Training cannot go on (a NaN loss, a full disk); the message says what was kept."""
 
 
 class EarlyStopping:
@@ -78,12 +83,20 @@ class Trainer:
         self.paths = {name: os.path.join(folder, name)
                       for name in ("models", "results", "tmp", "logs")}
         self.paths["data"] = os.path.join(args.data_folder, "data")
-        for path in self.paths.values():
+        for name, path in self.paths.items():
             os.makedirs(path, exist_ok=True)
+            if name != "data":
+                check_writable(path)
+        remove_partial_files(self.paths["models"])
         self.json_path = os.path.join(self.paths["data"], args.json_file)
         self.h5_path = os.path.join(self.paths["data"], args.h5file)
         self.train_data = CaptionData(self.h5_path, self.json_path, "train")
         self.val_data = CaptionData(self.h5_path, self.json_path, "val")
+        if args.imsize != self.train_data.image_size and not (args.model_file or args.resume):
+            raise DataError(f"-imsize is {args.imsize} but {self.h5_path} holds "
+                            f"{self.train_data.image_size} px images; pass -imsize "
+                            f"{self.train_data.image_size} or rerun prepro_coco.py with --imsize "
+                            f"{args.imsize}")
         self.ground_truth = load_ground_truth(gt_path(self.json_path, "val"))
         self.state_path = self.model_path("state.json")
         self.cache_path = os.path.join(self.paths["tmp"], f"{args.model_name}_features.h5")
@@ -201,6 +214,7 @@ class Trainer:
             log.info("resuming stage %s after epoch %d, step %d", stage,
                      stage_state.get("epochs_done", 0), stage_state.get("steps_done", 0))
             model = checkpoints.load_model(stage_state["last_path"], compile=False)
+            checkpoints.check_data_matches(model, self.train_data, stage_state["last_path"])
             fit_model = self.prepare(model, stage)
             checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
                                           stage_state["optimizer_path"])
@@ -211,12 +225,14 @@ class Trainer:
         if start:
             log.info("stage %s starts from %s", stage, start)
             model = checkpoints.load_model(start, compile=False)
+            checkpoints.check_data_matches(model, self.train_data, start)
         else:
             model = self.new_model()
         return model, self.prepare(model, stage)
 
     def train_stage(self, model, fit_model, stage, stage_state, state):
         args = self.args
+        check_checkpoint_space(self.paths["models"], model, fit_model)
         train_data, val_data = self.stage_data(model, stage)
         epochs = args.ftnepochs if stage == "finetune" else args.nepochs
         maximize = args.es_metric != "loss"
@@ -229,46 +245,56 @@ class Trainer:
             data = train_data.dataset(args.bs, args.cnn, training=True,
                                       seq_per_img=args.seq_per_img, seed=args.seed, epoch=epoch)
             steps_done = stage_state.get("steps_done", 0)
+            loss_so_far = EpochLoss(len(train_data), args.bs, steps_done,
+                                    stage_state.get("epoch_loss"))
             if steps_done:
                 log.info("resuming epoch %d after step %d", epoch + 1, steps_done)
                 data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
             every = StepCheckpoint(self, model, fit_model.optimizer, stage, epoch, steps_done,
-                                   stage_state, state)
-            history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
-                                    shuffle=False,  # the loader shuffles, seeded by epoch
-                                    callbacks=[keras.callbacks.TerminateOnNaN(), csv, board,
-                                               every])
-            loss = history.history["loss"][-1]
+                                   stage_state, state, loss_so_far)
+            if loss_so_far.images_left():
+                history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
+                                        shuffle=False,  # the loader shuffles, seeded by epoch
+                                        callbacks=[keras.callbacks.TerminateOnNaN(), csv, board,
+                                                   every])
+                loss = loss_so_far.epoch_mean(history.history["loss"][-1])
+            else:  # killed after the epoch's last step was saved: only validation is left
+                loss = loss_so_far.epoch_mean(None)
             if not math.isfinite(loss):
                 kept = stage_state.get("last_path", "none yet")
-                raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}; "
-                                    f"stopped, the last good checkpoint is {kept}")
+                at = f", step {every.bad_step}" if every.bad_step else ""
+                raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}"
+                                    f"{at}; stopped, the last good checkpoint is {kept}")
             value = self.validate(model, fit_model, val_data)
             improved, stop = stopper.update(value)
             log.info("stage %s epoch %d: loss %.4f, val %s %.4f%s", stage, epoch + 1, loss,
                      args.es_metric, value, " (best)" if improved else "")
             self.save(model, fit_model.optimizer, stage, epoch, value, improved, stage_state)
+            stage_state.pop("epoch_loss", None)
             stage_state.update(stopper.state(), epochs_done=epoch + 1, steps_done=0,
                                history=stage_state.get("history", []) + [
                                    {"epoch": epoch + 1, "loss": loss, args.es_metric: value}])
             state["stages"][stage] = stage_state
-            checkpoints.write_state(self.state_path, state)
+            self.write_state(state)
             self.remove_previous_last(stage_state)
             if stop:
                 log.info("early stopping: no improvement for %d epochs", args.pat)
                 break
-        self.save_best_weights(stage, stage_state)
+        with self.writing(self.model_path("best.weights.h5", stage)):
+            self.save_best_weights(stage, stage_state)
         stage_state["done"] = True
-        checkpoints.write_state(self.state_path, state)
+        self.write_state(state)
 
     def save_last(self, model, optimizer, stage, tag, stage_state):
         """Writes the last checkpoint and optimizer state, named by ``tag`` (epoch, step). Only
         the state file, written after them, says which pair is current: a crash at any point
         leaves the state pointing at a complete, matching pair."""
         last = self.model_path(f"last_{tag}.keras", stage)
-        optimizer_path = self.model_path(f"last_{tag}_optimizer.npz", stage)
-        checkpoints.save_model(model, last)
-        checkpoints.save_optimizer(optimizer, optimizer_path)
+        optimizer_path = self.model_path(f"last_{tag}_optimizer.h5", stage)
+        with self.writing(last):
+            checkpoints.save_model(model, last)
+        with self.writing(optimizer_path):
+            checkpoints.save_optimizer(optimizer, optimizer_path)
         stage_state["previous_last"] = [stage_state.get("last_path"),
                                         stage_state.get("optimizer_path")]
         stage_state.update(last_path=last, optimizer_path=optimizer_path)
@@ -280,9 +306,10 @@ class Trainer:
             return
         metric = self.args.es_metric
         best = self.model_path(f"epoch{epoch + 1:02d}_{metric}{value:.4f}.keras", stage)
-        link_atomically(stage_state["last_path"], best)
         alias = self.model_path("best.keras", stage)
-        link_atomically(best, alias)
+        with self.writing(best):
+            link_atomically(stage_state["last_path"], best)
+            link_atomically(best, alias)
         previous = stage_state.get("best_epoch_path")
         if previous and previous != best and os.path.exists(previous):
             os.remove(previous)
@@ -294,6 +321,22 @@ class Trainer:
         if stage_state.get("best_path"):
             best = checkpoints.load_model(stage_state["best_path"], compile=False)
             checkpoints.save_weights(best, self.model_path("best.weights.h5", stage))
+
+    def write_state(self, state):
+        with self.writing(self.state_path):
+            checkpoints.write_state(self.state_path, state)
+
+    @contextlib.contextmanager
+    def writing(self, path):
+        """A failed write (a full disk) becomes a ``TrainingError`` naming ``path`` and the
+        checkpoint ``--resume`` goes on from (the one the state file names)."""
+        try:
+            yield
+        except OSError as e:
+            kept = _kept_checkpoint(self.state_path)
+            raise TrainingError(f"cannot write {path}: {e.strerror or e}; the last complete "
+                                f"checkpoint is {kept}: make room, then run again with "
+                                f"--resume") from None
 
     @staticmethod
     def remove_previous_last(stage_state):
@@ -308,25 +351,58 @@ class StepCheckpoint(keras.callbacks.Callback):
     """Saves the last checkpoint every ``-ckpt_every`` steps within an epoch, so that --resume
     loses at most that many steps (0: only at the end of each epoch)."""
 
-    def __init__(self, trainer, model, optimizer, stage, epoch, steps_done, stage_state, state):
+    def __init__(self, trainer, model, optimizer, stage, epoch, steps_done, stage_state, state,
+                 loss_so_far):
         super().__init__()
         self.trainer, self.captioner, self.optimizer = trainer, model, optimizer
         self.stage, self.epoch, self.steps_done = stage, epoch, steps_done
         self.stage_state, self.state = stage_state, state
+        self.loss_so_far = loss_so_far
         self.every = trainer.args.ckpt_every
+        self.bad_step = None  # the first step (of the epoch) whose loss was not finite
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.steps_done + batch + 1
-        if not self.every or step % self.every:
-            return
-        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+        finite = not logs or math.isfinite(float(logs.get("loss", 0.0)))
+        if not finite and self.bad_step is None:
+            self.bad_step = step
+        if not self.every or step % self.every or not finite:
             return  # never checkpoint a diverged model; TerminateOnNaN stops the epoch
         self.trainer.save_last(self.captioner, self.optimizer, self.stage,
                                f"epoch{self.epoch + 1:02d}_step{step:05d}", self.stage_state)
         self.stage_state["steps_done"] = step
+        self.stage_state["epoch_loss"] = self.loss_so_far.through(step, float(logs["loss"]))
         self.state["stages"][self.stage] = self.stage_state
-        checkpoints.write_state(self.trainer.state_path, self.state)
+        self.trainer.write_state(self.state)
         self.trainer.remove_previous_last(self.stage_state)
+
+
+class EpochLoss:
+    """The epoch's mean training loss across a resume. Keras' running ``loss`` is a mean over
+    the steps of one ``fit`` weighted by images per batch; a step checkpoint stores the sum and
+    the image count so far, and the epoch's mean combines them with the resumed ``fit``'s."""
+
+    def __init__(self, images, batch_size, steps_done, stored=None):
+        self.images, self.batch_size, self.steps_done = images, batch_size, steps_done
+        self.sum, self.count = stored if stored and steps_done else (0.0, 0)
+
+    def _images_through(self, step):
+        return min(step * self.batch_size, self.images) - \
+            min(self.steps_done * self.batch_size, self.images)
+
+    def images_left(self):
+        return max(0, self.images - self.steps_done * self.batch_size)
+
+    def through(self, step, running_mean):
+        """``[sum, images]`` after ``step``, given the running mean of this ``fit``."""
+        count = self._images_through(step)
+        return [self.sum + running_mean * count, self.count + count]
+
+    def epoch_mean(self, running_mean):
+        """The epoch's mean, given the mean of this ``fit`` over the rest of the epoch."""
+        count = self.images_left()
+        total = self.sum + (running_mean * count if count else 0.0)
+        return total / (self.count + count) if self.count + count else float("nan")
 
 
 def link_atomically(source, target):
@@ -340,6 +416,33 @@ def link_atomically(source, target):
     except OSError:
         shutil.copyfile(source, temporary)
     os.replace(temporary, target)
+
+
+def _kept_checkpoint(state_path):
+    """The last checkpoint that the state file on disk names (what --resume goes on from)."""
+    try:
+        stages = checkpoints.read_state(state_path)["stages"]
+    except (DataError, KeyError, TypeError):
+        return "none yet"
+    kept = [stage["last_path"] for stage in stages.values() if stage.get("last_path")]
+    return kept[-1] if kept else "none yet"
+
+
+def remove_partial_files(folder):
+    """Removes what a killed run left half-written (``*.partial*``): nothing reads them."""
+    for name in os.listdir(folder):
+        if ".partial" in name:
+            log.info("removing %s, left half-written by an interrupted run", name)
+            os.remove(os.path.join(folder, name))
+
+
+def check_checkpoint_space(folder, model, fit_model):
+    """Fails before training when ``folder`` cannot hold two checkpoints (the last one and the
+    one being written) with their optimizer state."""
+    weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    moments = sum(int(np.prod(w.shape)) * 4 for w in fit_model.trainable_weights) * 2
+    need = 2 * (weights + moments) + weights  # + best.weights.h5 at the end of the stage
+    fileio.check_space(os.path.join(folder, "checkpoint"), need, "training (its checkpoints)")
 
 
 def output_folder(args, strategy):

@@ -31,11 +31,10 @@ def shapes_prepro(shapes_dir, tmp_path_factory):
     return h5, js
 
 
-@pytest.fixture()
-def data_folder(shapes_prepro, tmp_path):
-    """A train.py -data_folder holding the tiny preprocessed set under the seed's file names."""
+def copy_train_data(shapes_prepro, folder):
+    """Makes ``folder`` a train.py -data_folder holding the preprocessed ``(h5, json)`` (and
+    their ground-truth files) under the seed's file names; returns it."""
     h5, js = shapes_prepro
-    folder = tmp_path / "run"
     (folder / "data").mkdir(parents=True)
     for source, name in ((h5, "cocotalk_challenge.h5"), (js, "cocotalk_challenge.json"),
                          (js.replace(".json", "_val_gt.json"), "cocotalk_challenge_val_gt.json"),
@@ -43,3 +42,9 @@ def data_folder(shapes_prepro, tmp_path):
                           "cocotalk_challenge_test_gt.json")):
         shutil.copy(source, folder / "data" / name)
     return folder
+
+
+@pytest.fixture()
+def data_folder(shapes_prepro, tmp_path):
+    """A train.py -data_folder holding the tiny preprocessed set under the seed's file names."""
+    return copy_train_data(shapes_prepro, tmp_path / "run")

@@ -364,7 +364,7 @@ def test_wrongly_shaped_json(tmp_path, images, message):
 
 def test_malformed_json_names_file_and_line(tmp_path):
     (tmp_path / "raw.json").write_text('[{"file_path": "a.png",\n "captions": [}]')
-    with pytest.raises(DataError, match=r"raw.json is malformed JSON: .* line 2"):
+    with pytest.raises(DataError, match=r"raw.json is malformed JSON: .* \(line 2, column"):
         run(["--input_json", tmp_path / "raw.json", "--images_root", tmp_path,
              "--output_json", tmp_path / "d.json", "--output_h5", tmp_path / "d.h5"])
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -84,40 +85,6 @@ def test_early_stopping_on_loss_minimizes():
         (False, True)]
 
 
-def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(data_folder, tmp_path,
-                                                                     monkeypatch):
-    args = ["-nepochs", "3", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss"] + TINY
-    straight = tmp_path / "straight"
-    shutil.copytree(data_folder, straight)
-    train.main(["-data_folder", str(straight)] + args)
-
-    real_save = trainer.Trainer.save
-    calls = []
-
-    def crash_after_epoch_two(self, model, optimizer, stage, epoch, value, improved, stage_state):
-        real_save(self, model, optimizer, stage, epoch, value, improved, stage_state)
-        calls.append(epoch)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer.Trainer, "save", crash_after_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(["-data_folder", str(data_folder)] + args)
-    monkeypatch.setattr(trainer.Trainer, "save", real_save)
-    assert read_state(data_folder)["stages"]["frozen"]["epochs_done"] == 1  # epoch 2 unsaved
-    train.main(["-data_folder", str(data_folder), "--resume"] + args)
-    resumed, reference = read_state(data_folder), read_state(straight)
-    a = resumed["stages"]["frozen"]
-    b = reference["stages"]["frozen"]
-    assert a["epochs_done"] == b["epochs_done"] == 3
-    np.testing.assert_allclose([h["loss"] for h in a["history"]],
-                               [h["loss"] for h in b["history"]], rtol=1e-5)
-    weights_a = load_model(a["last_path"]).get_weights()
-    weights_b = load_model(b["last_path"]).get_weights()
-    for x, y in zip(weights_a, weights_b):
-        np.testing.assert_allclose(x, y, atol=1e-5)
-
-
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["-data_folder", str(tmp_path)] + TINY)
@@ -165,7 +132,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_f
                     "-optim", "SGD"] + TINY + ["-lr", "1e30", "-clip", "1e30"])
     assert exit_info.value.code == 1
     message = capsys.readouterr().err
-    assert "the loss became nan in stage frozen, epoch" in message
+    assert re.search(r"the loss became (nan|inf) in stage frozen, epoch 1, step [0-9]+;", message)
     assert "stopped, the last good checkpoint is" in message
     models = os.listdir(data_folder / "models")
     assert not [m for m in models if "partial" in m]
@@ -233,50 +200,3 @@ def test_the_seeds_readme_commands(data_folder, how):
     log_file = data_folder / "logs" / "model.log"
     assert "stage frozen epoch 1: loss" in log_file.read_text()
     assert (data_folder / "logs" / "tensorboard" / "model_frozen").is_dir()
-
-
-@pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(data_folder, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    flags = ["-nepochs", "5", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss",
-             "-ckpt_every", "1", "-pat", "5"] + TINY
-    straight = tmp_path / "straight"
-    shutil.copytree(data_folder, straight)
-    train.main(["-data_folder", str(straight)] + flags)
-
-    command = [sys.executable, "-m", "imcap.train", "-data_folder", str(data_folder)] + flags
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_file = data_folder / "models" / "model_state.json"
-    deadline = time.time() + 300
-    killed_at = None
-    while time.time() < deadline and process.poll() is None:
-        try:
-            frozen = json.loads(state_file.read_text())["stages"]["frozen"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            frozen = {}
-        if frozen.get("epochs_done", 0) >= 2 and frozen.get("steps_done", 0) >= 1:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            killed_at = (frozen["epochs_done"], frozen["steps_done"])
-            break
-        time.sleep(0.02)
-    assert killed_at is not None, "the run ended before it could be killed mid-epoch"
-    assert process.returncode == -signal.SIGKILL
-    train.main(["-data_folder", str(data_folder), "--resume"] + flags)
-    a = read_state(data_folder)["stages"]["frozen"]
-    b = read_state(straight)["stages"]["frozen"]
-    assert a["epochs_done"] == b["epochs_done"] == 5 and a["done"]
-    np.testing.assert_allclose([h["loss"] for h in a["history"]][-1:],
-                               [h["loss"] for h in b["history"]][-1:], rtol=1e-5)
-    assert os.path.basename(a["best_epoch_path"]) == os.path.basename(b["best_epoch_path"])
-    for x, y in zip(load_model(a["last_path"]).get_weights(),
-                    load_model(b["last_path"]).get_weights()):
-        np.testing.assert_allclose(x, y, atol=1e-5)
-    # nothing that looks complete is half-written: every checkpoint without "partial" loads
-    for name in os.listdir(data_folder / "models"):
-        if name.endswith(".keras") and "partial" not in name:
-            load_model(str(data_folder / "models" / name), compile=False)

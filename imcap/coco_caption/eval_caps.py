@@ -9,7 +9,6 @@ results are scored (the seed's ``params['image_id'] = cocoRes.getImgIds()``). Ov
 per-image scores go to ``-out_file`` (default: the results file with ``_scores.json``).
 """
 
-import argparse
 import os
 import sys
 
@@ -18,6 +17,7 @@ if __name__ == "__main__" and not __package__:
 
 from imcap.coco_caption.scoring import (  # noqa: E402
     METRICS, SPICE, load_ground_truth, score_captions, spice_missing)
+from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, load_json, write_json_atomic  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def evaluate(results_file, ann_file, spice=False, out_file=None, log=print):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="eval_caps.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("-results_file", "--results_file", required=True,
                         help="COCO result JSON [{\"image_id\": int, \"caption\": str}]")
     parser.add_argument("-ann_file", "--ann_file", required=True,
@@ -95,12 +95,9 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    try:
+    with one_line_errors("eval_caps"):
         scores = evaluate(args.results_file, args.ann_file, args.spice, args.out_file,
                           log=lambda message: print(message, file=sys.stderr))
-    except DataError as e:
-        print(f"eval_caps: error: {e}", file=sys.stderr)
-        sys.exit(1)
     for name, value in scores["overall"].items():
         print(f"{name}: {value:.3f}")
     print(f"scores of {scores['num_images']} images written to {scores['out_file']}")

@@ -10,7 +10,6 @@ every step). A caption has at least one word: ``<eos>`` cannot come first.
 
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 
 class Decoder:

@@ -4,7 +4,9 @@ Stage 1 trains only the decoder, so the CNN's output for an image never changes;
 once and training from the cache removes the CNN from every training step. The cache is an
 HDF5 ``features`` (N, K, D) float16 in the order of the preprocessed HDF5, with the encoder's
 fingerprint (a hash of its weights and configuration) as an attribute: a cache made by another
-encoder is never reused. It is written under a temporary name and renamed when complete.
+encoder is never reused. It is written under a temporary name and renamed when complete; an
+interrupted run (even ``kill -9``) leaves the temporary file, and the next run with the same
+encoder resumes it after its last complete batch (checked by recomputing that batch).
 """
 
 import hashlib
@@ -40,28 +42,59 @@ def cache_features(encoder, cnn, h5_path, out_path, batch_size=64):
                 log.info("reusing the feature cache %s", out_path)
                 return out_path
     temporary = fileio.prepare_output(out_path)
-    num_regions, channels = encoder.output.shape[1:]
     # compiled once: called eagerly, a Keras model runs several times slower
     run = tf.function(lambda images: encoder(preprocess_images(images, cnn), training=False),
                       reduce_retracing=True)
-    try:
-        with h5py.File(h5_path, "r") as source, h5py.File(temporary, "w") as target:
-            images = source["images"]
-            total = images.shape[0]
-            features = target.create_dataset("features", (total, num_regions, channels),
-                                             dtype="float16", chunks=(1, num_regions, channels))
-            with tqdm(total=total, desc="features", unit="img", file=sys.stderr) as progress:
-                for start in range(0, total, batch_size):
-                    stop = min(start + batch_size, total)
-                    batch = images[start:stop].transpose(0, 2, 3, 1)
-                    features[start:stop] = np.asarray(run(batch), dtype=np.float16)
-                    progress.update(stop - start)
+
+    def compute(start, stop):
+        return np.asarray(run(images[start:stop].transpose(0, 2, 3, 1)), dtype=np.float16)
+
+    with h5py.File(h5_path, "r") as source:
+        images = source["images"]
+        total = images.shape[0]
+        shape = (total,) + tuple(encoder.output.shape[1:])
+        target, done = _resume_or_create(temporary, fingerprint, shape, batch_size, compute)
+        with target, tqdm(total=total, initial=done, desc="features", unit="img",
+                          file=sys.stderr) as progress:
+            features = target["features"]
+            for start in range(done, total, batch_size):
+                stop = min(start + batch_size, total)
+                features[start:stop] = compute(start, stop)
+                target.attrs["done"] = stop  # the batch is on disk once flushed
+                target.flush()
+                progress.update(stop - start)
             target.attrs["fingerprint"] = fingerprint
-        fileio.commit(out_path)
-    except BaseException:
-        fileio.discard(out_path)
-        raise
+    fileio.commit(out_path)
     return out_path
+
+
+def _resume_or_create(path, fingerprint, shape, batch_size, compute):
+    """An interrupted cache at ``path`` made by the same encoder, and how many images it holds
+    (its last batch recomputed and compared first); otherwise a new, empty one."""
+    try:
+        target = h5py.File(path, "r+")
+    except (OSError, ValueError):
+        target = None
+    if target is not None:
+        try:
+            done = int(target.attrs.get("done", 0))
+            if target.attrs.get("partial_fingerprint") == fingerprint and done > 0 \
+                    and target["features"].shape == shape:
+                start = max(0, done - batch_size)
+                if np.allclose(target["features"][start:done], compute(start, done),
+                               rtol=1e-2, atol=1e-2):
+                    log.info("resuming the feature cache %s after %d of %d images", path, done,
+                             shape[0])
+                    return target, done
+        except (OSError, KeyError, ValueError):
+            pass
+        target.close()
+    target = h5py.File(path, "w")
+    target.create_dataset("features", shape, dtype="float16", chunks=(1,) + shape[1:])
+    target.attrs["partial_fingerprint"] = fingerprint
+    target.attrs["done"] = 0
+    target.flush()
+    return target, 0
 
 
 def read_split_features(cache_path, positions, batch_size=256):

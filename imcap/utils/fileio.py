@@ -6,6 +6,8 @@ complete, so an interrupted run never leaves a file that looks finished.
 
 import json
 import os
+import shutil
+import tempfile
 
 
 class DataError(ValueError):
@@ -24,8 +26,8 @@ def load_json(path, what="JSON file"):
     except UnicodeDecodeError as e:
         raise DataError(f"{what} {path} is not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
-        raise DataError(f"{what} {path} is malformed JSON: {e.msg} at line {e.lineno} "
-                        f"column {e.colno}") from None
+        raise DataError(f"{what} {path} is malformed JSON: {e.msg} (line {e.lineno}, "
+                        f"column {e.colno})") from None
 
 
 def partial_path(path):
@@ -40,11 +42,29 @@ def prepare_output(path):
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"output folder {folder} is not writable")
+    check_writable(folder)
     if os.path.isdir(path):
         raise DataError(f"output {path} is a directory, expected a file name")
     return partial_path(path)
+
+
+def check_writable(folder):
+    """Creates and removes a file in ``folder``: a read-only (or full) folder fails now, before
+    any work, with the folder named."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test"):
+            pass
+    except OSError as e:
+        raise DataError(f"output folder {folder} is not writable: {e.strerror or e}") from None
+
+
+def check_space(path, need, what):
+    """Fails when the folder of ``path`` has less than ``need`` bytes free for ``what``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise DataError(f"too little space in {folder}: {free / 1e6:.1f} MB free, {what} "
+                        f"needs about {need / 1e6:.1f} MB")
 
 
 def commit(path):

@@ -17,7 +17,6 @@ number and the background, positions, a relation between two objects, colours na
 shapes). The same ``--seed`` always gives the same files.
 """
 
-import argparse
 import os
 import sys
 
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from imcap.utils.cli import ArgumentParser
 from imcap.utils.fileio import write_json_atomic
 
 COLORS = {"red": (215, 35, 35), "green": (35, 160, 55), "blue": (40, 75, 215),
@@ -208,7 +208,7 @@ def generate(out, num_train=1900, num_restval=100, num_val=100, num_test=100, im
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write the synthetic shapes captioning dataset "
+    parser = ArgumentParser(prog="make_shapes.py", description="Write the synthetic shapes captioning dataset "
                                                  "in MS COCO's layout.")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num_train", type=int, default=1900, help="train images (train2014)")

@@ -40,7 +40,6 @@ labels, pointers, lengths, vocabulary and image list equal what the seed's scrip
 Python 3. Every output is written under ``<name>.partial`` and renamed when complete.
 """
 
-import argparse
 import os
 import random
 import sys
@@ -54,6 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from imcap.utils import coco_gt, fileio, images, sources, vocab
+from imcap.utils.cli import ArgumentParser, one_line_errors
 from imcap.utils.fileio import DataError
 
 def load_records(params):
@@ -171,6 +171,9 @@ def main(params):
     for path in (params["output_h5"], params["output_json"]):
         fileio.prepare_output(path)
     text = process_text(records, params)
+    if not params["no_images"]:
+        fileio.check_space(params["output_h5"], len(records) * 3 * params["imsize"] ** 2,
+                           f"the HDF5 of {len(records)} images")
     gt_splits = [s for s in coco_gt.GT_SPLITS if any(r["split"] == s for r in records)]
     outputs = [params["output_h5"], params["output_json"]]
     outputs += [coco_gt.gt_path(params["output_json"], s) for s in gt_splits]
@@ -212,7 +215,7 @@ def main(params):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(prog="prepro_coco.py", 
         description="Preprocess captions and images into NeuralTalk2 JSON + HDF5 for imcap.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input_json", default="./coco_raw.json",
@@ -288,11 +291,8 @@ def parse_params(argv=None):
 def cli(argv=None):
     """Console entry point: one-line error and exit status 1 on bad input."""
     params = parse_params(argv)
-    try:
+    with one_line_errors("prepro_coco"):
         main(params)
-    except DataError as e:
-        print(f"prepro_coco: error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

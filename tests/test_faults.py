@@ -1,0 +1,234 @@
+"""Faults: ``kill -9`` of training (during validation, while a checkpoint or the state is being
+written), of feature caching and of preprocessing; a full disk and a read-only folder.
+
+Each kill runs the real command in a child process (``tests/faults.py`` wraps one function to
+SIGKILL the process at the chosen point); ``--resume`` (or a rerun) must then end like an
+uninterrupted run, having lost at most one checkpoint interval.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from imcap import train
+from imcap.utils import checkpoints, fileio, prepro_coco
+from tests.conftest import copy_train_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVERY = 2  # -ckpt_every: the tiny set has 3 steps per epoch (20 images, batches of 8)
+STEPS = 3
+FLAGS = ["-nepochs", "3", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss",
+         "-ckpt_every", str(EVERY), "-pat", "5", "-cnn_weights", "none",
+         "-cnn_layer", "conv2_block1_out", "-imsize", "32", "-emb_dim", "16", "-z_dim", "16",
+         "-lstm_dim", "16", "-bs", "8", "-lr", "0.01", "--sgate", "--log_term", "-seed", "7"]
+
+
+def read_state(folder):
+    with open(folder / "models" / "model_state.json") as f:
+        return json.load(f)
+
+
+def killed(point, count, command, argv, cwd=REPO):
+    """Runs ``tests/faults.py``; asserts it died of SIGKILL; returns its output."""
+    done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "faults.py"), point,
+                           str(count), command] + argv, cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def straight(shapes_prepro, tmp_path_factory):
+    """An uninterrupted run: its training state."""
+    folder = copy_train_data(shapes_prepro, tmp_path_factory.mktemp("straight") / "run")
+    train.main(["-data_folder", str(folder)] + FLAGS)
+    keras.backend.clear_session()
+    return read_state(folder)["stages"]["frozen"], folder
+
+
+# point, count, steps trained when killed (3 per epoch)
+KILLS = [
+    ("step", STEPS + 1, STEPS + 1),  # in epoch 2, after its first step
+    ("validation", 2, 2 * STEPS),  # validating epoch 2
+    ("checkpoint", 4, 2 * STEPS),  # writing epoch 2's end-of-epoch checkpoint (1: step 2, 2: end
+    #                                of epoch 1, 3: step 2 of epoch 2)
+    ("state", 3, STEPS + EVERY),  # writing the state after step 2 of epoch 2
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point,count,trained", KILLS, ids=[k[0] for k in KILLS])
+def test_kill_9_then_resume_ends_like_an_uninterrupted_run(point, count, trained, straight,
+                                                           shapes_prepro, tmp_path, capsys):
+    reference, _ = straight
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    killed(point, count, "train", ["-data_folder", str(folder)] + FLAGS)
+    models = folder / "models"
+    # nothing that looks complete is half-written: every file without "partial" in its name
+    # loads, and the state names files that exist
+    state = read_state(folder)["stages"]["frozen"]
+    for name in os.listdir(models):
+        if name.endswith(".keras") and ".partial" not in name:
+            checkpoints.load_model(str(models / name), compile=False)
+    assert os.path.isfile(state["last_path"]) and os.path.isfile(state["optimizer_path"])
+    saved = state["epochs_done"] * STEPS + state.get("steps_done", 0)
+    assert 0 <= trained - saved <= EVERY, (trained, saved)  # at most one interval lost
+
+    capsys.readouterr()
+    train.main(["-data_folder", str(folder), "--resume"] + FLAGS)
+    keras.backend.clear_session()
+    assert f"resuming stage frozen after epoch {state['epochs_done']}" in capsys.readouterr().out
+    resumed = read_state(folder)["stages"]["frozen"]
+    assert resumed["epochs_done"] == reference["epochs_done"] == 3 and resumed["done"]
+    assert os.path.basename(resumed["best_epoch_path"]) == \
+        os.path.basename(reference["best_epoch_path"])
+    np.testing.assert_allclose([h["loss"] for h in resumed["history"]],
+                               [h["loss"] for h in reference["history"]], rtol=1e-5)
+    for x, y in zip(checkpoints.load_model(resumed["last_path"]).get_weights(),
+                    checkpoints.load_model(reference["last_path"]).get_weights()):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    assert not [name for name in os.listdir(models) if ".partial" in name]
+
+
+@pytest.mark.slow
+def test_kill_9_while_caching_features_then_the_rerun_resumes_it(shapes_prepro, tmp_path,
+                                                                 capsys):
+    flags = FLAGS[:1] + ["1"] + FLAGS[2:] + ["--precompute_feats"]  # one epoch
+    straight = copy_train_data(shapes_prepro, tmp_path / "straight")
+    train.main(["-data_folder", str(straight)] + flags)
+    keras.backend.clear_session()
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    killed("features", 2, "train", ["-data_folder", str(folder)] + flags)  # 16 of 30 images
+    cache = folder / "tmp" / "model_features.h5"
+    assert not cache.exists() and (folder / "tmp" / "model_features.h5.partial").exists()
+    assert not (folder / "models" / "model_state.json").exists()
+
+    capsys.readouterr()
+    train.main(["-data_folder", str(folder)] + flags)  # a plain rerun: nothing to --resume
+    keras.backend.clear_session()
+    assert "resuming the feature cache" in capsys.readouterr().out
+    with h5py.File(cache) as a, h5py.File(straight / "tmp" / "model_features.h5") as b:
+        np.testing.assert_array_equal(a["features"][:], b["features"][:])
+        assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
+    assert read_state(folder)["stages"]["frozen"]["history"] == \
+        read_state(straight)["stages"]["frozen"]["history"]
+
+
+def prepro_flags(shapes_dir, out):
+    return ["--coco_path", str(shapes_dir), "--splits_dir", str(shapes_dir / "splits"),
+            "--output_json", str(out / "talk.json"), "--output_h5", str(out / "talk.h5"),
+            "--imsize", "32", "--workers", "1", "--word_count_threshold", "0"]
+
+
+def test_kill_9_of_preprocessing_leaves_nothing_complete_and_a_rerun_finishes(shapes_dir,
+                                                                               tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    killed("images", 3, "prepro", prepro_flags(shapes_dir, out))  # after 12 of 30 images
+    left = sorted(os.listdir(out))
+    assert left and all(name.endswith(".partial") for name in left), left
+    prepro_coco.cli(prepro_flags(shapes_dir, out))
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    prepro_coco.cli(prepro_flags(shapes_dir, reference))
+    assert sorted(os.listdir(out)) == sorted(os.listdir(reference))
+    assert (out / "talk.json").read_bytes() == (reference / "talk.json").read_bytes()
+    with h5py.File(out / "talk.h5") as a, h5py.File(reference / "talk.h5") as b:
+        assert sorted(a) == sorted(b)
+        for name in a:
+            np.testing.assert_array_equal(a[name][()], b[name][()])
+
+
+# --- a full disk, a read-only folder -------------------------------------------------------
+
+def test_a_full_disk_while_saving_stops_with_the_last_good_checkpoint(shapes_prepro, tmp_path,
+                                                                      monkeypatch, capsys):
+    """The disk fills up while epoch 2's checkpoint is written: one line names the file and
+    the checkpoint kept; the state still points at epoch 1, and --resume then finishes."""
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    flags = FLAGS[:1] + ["2"] + FLAGS[2:]
+    real = checkpoints.save_model
+    calls = []
+
+    def full_disk(model, path):
+        calls.append(path)
+        if len(calls) == 4:  # epoch 2's end-of-epoch checkpoint
+            def write_some(temporary):
+                with open(temporary, "wb") as f:
+                    f.write(b"PK\x03\x04 half a zip")
+                raise OSError(28, "No space left on device", temporary)
+            checkpoints._save_atomically(write_some, path, ".keras")
+        real(model, path)
+
+    monkeypatch.setattr(checkpoints, "save_model", full_disk)
+    with pytest.raises(SystemExit) as stop:
+        train.main(["-data_folder", str(folder)] + flags)
+    keras.backend.clear_session()
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("train: error: cannot write ") and "No space left on device" \
+        in err[-1] and "model_epoch02.partial.keras" not in err[-1], err[-1]
+    assert "model_last_epoch02.keras" in err[-1] and "--resume" in err[-1]
+    state = read_state(folder)["stages"]["frozen"]
+    assert (state["epochs_done"], state["steps_done"]) == (1, EVERY)
+    assert not [n for n in os.listdir(folder / "models") if ".partial" in n]
+    monkeypatch.setattr(checkpoints, "save_model", real)
+    train.main(["-data_folder", str(folder), "--resume"] + flags)
+    keras.backend.clear_session()
+    assert read_state(folder)["stages"]["frozen"]["epochs_done"] == 2
+
+
+def test_too_little_space_or_a_read_only_folder_fails_before_training(shapes_prepro, tmp_path,
+                                                                      monkeypatch, capsys):
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    real = shutil.disk_usage
+    monkeypatch.setattr(fileio.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=1_000_000))
+    with pytest.raises(SystemExit):
+        train.main(["-data_folder", str(folder)] + FLAGS)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("train: error: ") and "1.0 MB free" in err and \
+        str(folder / "models") in err, err
+    monkeypatch.setattr(fileio.shutil, "disk_usage", real)
+    assert not (folder / "models" / "model_state.json").exists()
+
+
+def in_user_namespace(script):
+    """Runs ``script`` with sh as root of a new user and mount namespace (a real tmpfs or a
+    read-only bind mount without privileges); skips where the kernel does not allow it."""
+    probe = subprocess.run(["unshare", "-Urm", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip("unprivileged user namespaces are not available here")
+    return subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+
+
+def test_a_really_full_disk_and_a_really_read_only_folder(shapes_dir, tmp_path):
+    """prepro_coco.py on a 64 kB tmpfs, then into a read-only bind mount: one line each,
+    exit status 1, nothing left behind."""
+    full, ro = tmp_path / "full", tmp_path / "ro"
+    full.mkdir()
+    ro.mkdir()
+    python = sys.executable
+    flags = lambda out: " ".join(prepro_flags(shapes_dir, out))  # noqa: E731
+    done = in_user_namespace(
+        f"mount -t tmpfs -o size=64k tmpfs {full} && mount --bind -o ro {ro} {ro} && "
+        f"{python} -m imcap.utils.prepro_coco {flags(full)} >/dev/null; echo status $?; "
+        f"ls -A {full}; echo ---; "
+        f"{python} -m imcap.utils.prepro_coco {flags(ro)} >/dev/null; echo status $?; ls -A {ro}")
+    first, second = done.stdout.split("---")
+    assert first.split() == ["status", "1"], done.stdout + done.stderr
+    assert second.split() == ["status", "1"], done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("prepro_coco")]
+    assert len(errors) == 2, done.stderr
+    assert "No space left on device" in errors[0] or "too little space" in errors[0], errors[0]
+    assert str(full) in errors[0]
+    assert "not writable" in errors[1] and str(ro) in errors[1], errors[1]
