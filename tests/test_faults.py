@@ -21,6 +21,7 @@ import pytest
 from imcap import train
 from imcap.utils import checkpoints, fileio, prepro_coco
 from tests.conftest import copy_train_data
+from tests.test_security import assert_only_json_hdf5_and_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = 2  # -ckpt_every: the tiny set has 3 steps per epoch (20 images, batches of 8)
@@ -120,6 +121,7 @@ def test_kill_9_while_caching_features_then_the_rerun_resumes_it(shapes_prepro, 
         assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
     assert read_state(folder)["stages"]["frozen"]["history"] == \
         read_state(straight)["stages"]["frozen"]["history"]
+    assert_only_json_hdf5_and_keras(straight)
 
 
 def prepro_flags(shapes_dir, out):
