@@ -127,6 +127,21 @@ class Trainer:
         standardized.encoder.set_weights(model.encoder.get_weights())
         return standardized
 
+    # the flags a resumed run must repeat: they shape the network and its training
+    ARCHITECTURE = ("cnn", "cnn_layer", "image_size", "emb_dim", "z_dim", "lstm_dim", "sgate",
+                    "attention", "dropout_layers", "dr_ratio", "sent_dropout",
+                    "position_embedding", "dtype_policy")
+
+    def check_same_architecture(self, model, path):
+        """--resume with flags describing another network is refused, naming the first flag
+        that differs (the checkpoint would silently win otherwise)."""
+        wanted = imcap_args.model_config(self.args, self.train_data.vocabulary)
+        for name in self.ARCHITECTURE:
+            stored, given = getattr(model.config, name), getattr(wanted, name)
+            if stored != given:
+                raise DataError(f"--resume: checkpoint {path} has {name} {stored!r} but the "
+                                f"flags give {given!r}; repeat the flags of the interrupted run")
+
     def feature_cache(self, model):
         return features.cache_features(model.encoder, self.args.cnn, self.h5_path,
                                        self.cache_path)
@@ -215,6 +230,7 @@ class Trainer:
                      stage_state.get("epochs_done", 0), stage_state.get("steps_done", 0))
             model = checkpoints.load_model(stage_state["last_path"], compile=False)
             checkpoints.check_data_matches(model, self.train_data, stage_state["last_path"])
+            self.check_same_architecture(model, stage_state["last_path"])
             fit_model = self.prepare(model, stage)
             checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
                                           stage_state["optimizer_path"])

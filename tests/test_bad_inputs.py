@@ -123,6 +123,15 @@ class World:
             path.write_text(json.dumps(edit_json(json.loads(path.read_text()))))
         return ["-data_folder", str(folder)]
 
+    def interrupted_run(self):
+        """The state of a run interrupted after one epoch, its last checkpoint the tiny model."""
+        models = self.root / "run" / "models"
+        models.mkdir()
+        state = {"stages": {"frozen": {"last_path": self.shared["model"], "epochs_done": 1,
+                                       "optimizer_path": str(models / "opt.h5")}}}
+        (models / "model_state.json").write_text(json.dumps(state))
+        return []
+
     def file(self, name, content):
         path = self.root / name
         path.write_bytes(content)
@@ -259,6 +268,10 @@ CASES = [
     Case("model_file_other_vocabulary", "train", "-model_file built for another vocabulary",
          lambda w: w.data_folder() + TINY + ["-model_file", w.shared["other_vocab_model"]],
          ["other_vocab.keras", "another vocabulary", "is 'zebra' and"]),
+    Case("resume_with_other_flags", "train", "--resume with -lstm_dim 16 for a run of 8",
+         lambda w: w.data_folder() + w.interrupted_run() + TINY + ["--resume", "-lstm_dim", "16"],
+         ["--resume: checkpoint", "tiny.keras has lstm_dim 8 but the flags give 16",
+          "repeat the flags"]),
     Case("resume_without_state", "train", "--resume where nothing was trained",
          lambda w: w.data_folder() + TINY + ["--resume"],
          ["no training state to resume from", "model_state.json"]),
