@@ -18,7 +18,7 @@ from imcap.utils.checkpoints import load_model
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
          "-emb_dim", "16", "-z_dim", "16", "-lstm_dim", "16", "-bs", "8", "-lr", "0.01",
-         "--sgate", "--log_term", "-seed", "7", "-dr_ratio", "0", "-nepochs", "2",
+         "--sgate", "--log_term", "-seed", "7", "-dr_ratio", "0", "-nepochs", "1",
          "-ftnepochs", "1", "-finetune_start_layer", "12", "-es_metric", "loss"]
 
 

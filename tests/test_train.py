@@ -180,16 +180,15 @@ def test_accumulated_gradients_equal_the_large_batch(shapes_prepro):
     assert changed > 0  # the update really happened
 
 
-@pytest.mark.parametrize("how", ["script", "module", "console"])
+@pytest.mark.parametrize("how", ["script", "console"])  # -m: tests/test_distribute.py
 def test_the_seeds_readme_commands(data_folder, how):
-    """`python train.py --sgate` from imcap/, as the seed's README says, and the other two."""
+    """`python train.py --sgate` from imcap/, as the seed's README says, and imcap-train."""
     import subprocess
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command, cwd = {
         "script": ([sys.executable, "train.py"], os.path.join(repo, "imcap")),
-        "module": ([sys.executable, "-m", "imcap.train"], repo),
         "console": ([os.path.join(os.path.dirname(sys.executable), "imcap-train")], repo),
     }[how]
     flags = ["-data_folder", str(data_folder), "-nepochs", "1", "-ftnepochs", "0",
