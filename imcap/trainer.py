@@ -92,11 +92,6 @@ class Trainer:
         self.h5_path = os.path.join(self.paths["data"], args.h5file)
         self.train_data = CaptionData(self.h5_path, self.json_path, "train")
         self.val_data = CaptionData(self.h5_path, self.json_path, "val")
-        if args.imsize != self.train_data.image_size and not (args.model_file or args.resume):
-            raise DataError(f"-imsize is {args.imsize} but {self.h5_path} holds "
-                            f"{self.train_data.image_size} px images; pass -imsize "
-                            f"{self.train_data.image_size} or rerun prepro_coco.py with --imsize "
-                            f"{args.imsize}")
         self.ground_truth = load_ground_truth(gt_path(self.json_path, "val"))
         self.state_path = self.model_path("state.json")
         self.cache_path = os.path.join(self.paths["tmp"], f"{args.model_name}_features.h5")
@@ -110,7 +105,13 @@ class Trainer:
 
     def new_model(self):
         """A fresh captioner; with -standardize, its statistics come from the training split's
-        cached features (the same encoder weights are kept)."""
+        cached features (the same encoder weights are kept). ``-imsize`` must be the data's
+        (a checkpoint's own size is checked by ``checkpoints.check_data_matches``)."""
+        if self.args.imsize != self.train_data.image_size:
+            raise DataError(f"-imsize is {self.args.imsize} but {self.h5_path} holds "
+                            f"{self.train_data.image_size} px images; pass -imsize "
+                            f"{self.train_data.image_size} or rerun prepro_coco.py with --imsize "
+                            f"{self.args.imsize}")
         config = imcap_args.model_config(self.args, self.train_data.vocabulary)
         model = Captioner(config)
         imcap_args.check_encoder_shape(self.args, model.config.num_regions,

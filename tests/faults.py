@@ -27,15 +27,13 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def after_calls(function, count, before_return=None):
-    """``function`` wrapped to die on its ``count``-th call (``before_return`` decides when)."""
+def die_after_call(function, count):
+    """``function`` wrapped to die right after its ``count``-th call returns."""
     calls = [0]
 
     def wrapped(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == count and before_return is None:
-            die()
         result = function(*args, **kwargs)
+        calls[0] += 1
         if calls[0] == count:
             die()
         return result
@@ -75,18 +73,10 @@ def main(point, count, command, argv):
         from imcap.utils import checkpoints, features, fileio
 
         if point == "step":
-            real_end = trainer.StepCheckpoint.on_train_batch_end
-            calls = [0]
-
-            def on_train_batch_end(self, batch, logs=None):
-                real_end(self, batch, logs)
-                calls[0] += 1
-                if calls[0] == count:
-                    die()
-            trainer.StepCheckpoint.on_train_batch_end = on_train_batch_end
+            trainer.StepCheckpoint.on_train_batch_end = die_after_call(
+                trainer.StepCheckpoint.on_train_batch_end, count)
         elif point == "validation":
-            trainer.Trainer.validate = after_calls(trainer.Trainer.validate, count,
-                                                   before_return=True)
+            trainer.Trainer.validate = die_after_call(trainer.Trainer.validate, count)
         elif point == "checkpoint":
             write_half = half_written(lambda model, path: model.save(path),
                                       lambda path: path[:-len(".keras")] + ".partial.keras")

@@ -63,38 +63,47 @@ def cache_features(encoder, cnn, h5_path, out_path, batch_size=64):
                 target.attrs["done"] = stop  # the batch is on disk once flushed
                 target.flush()
                 progress.update(stop - start)
-            target.attrs["fingerprint"] = fingerprint
     fileio.commit(out_path)
     return out_path
 
 
 def _resume_or_create(path, fingerprint, shape, batch_size, compute):
     """An interrupted cache at ``path`` made by the same encoder, and how many images it holds
-    (its last batch recomputed and compared first); otherwise a new, empty one."""
-    try:
-        target = h5py.File(path, "r+")
-    except (OSError, ValueError):
-        target = None
+    (its last batch recomputed and compared first); otherwise a new, empty one. (Only the
+    file's name says whether it is complete.)"""
+    target = _open_interrupted(path, fingerprint, shape)
     if target is not None:
-        try:
-            done = int(target.attrs.get("done", 0))
-            if target.attrs.get("partial_fingerprint") == fingerprint and done > 0 \
-                    and target["features"].shape == shape:
-                start = max(0, done - batch_size)
-                if np.allclose(target["features"][start:done], compute(start, done),
-                               rtol=1e-2, atol=1e-2):
-                    log.info("resuming the feature cache %s after %d of %d images", path, done,
-                             shape[0])
-                    return target, done
-        except (OSError, KeyError, ValueError):
-            pass
+        done = int(target.attrs["done"])
+        start = max(0, done - batch_size)
+        if np.allclose(target["features"][start:done], compute(start, done), rtol=1e-2,
+                       atol=1e-2):
+            log.info("resuming the feature cache %s after %d of %d images", path, done,
+                     shape[0])
+            return target, done
         target.close()
     target = h5py.File(path, "w")
     target.create_dataset("features", shape, dtype="float16", chunks=(1,) + shape[1:])
-    target.attrs["partial_fingerprint"] = fingerprint
+    target.attrs["fingerprint"] = fingerprint
     target.attrs["done"] = 0
     target.flush()
     return target, 0
+
+
+def _open_interrupted(path, fingerprint, shape):
+    """``path`` opened for writing if it is a readable cache of this encoder and shape holding
+    some images, else ``None``."""
+    try:
+        target = h5py.File(path, "r+")
+    except (OSError, ValueError):
+        return None
+    try:
+        if target.attrs.get("fingerprint") == fingerprint and target.attrs.get("done", 0) > 0 \
+                and target["features"].shape == shape:
+            return target
+    except (OSError, KeyError, ValueError):
+        pass
+    target.close()
+    return None
 
 
 def read_split_features(cache_path, positions, batch_size=256):
