@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from imcap.coco_caption import eval_caps
-from imcap.coco_caption.scoring import spice_missing
+from imcap.coco_caption.scoring import best_reference_scores, spice_missing
 from imcap.utils.fileio import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,3 +117,17 @@ def test_the_seeds_command_from_coco_caption(fixture, tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1].startswith(
         "eval_caps: error: results file not found")
+
+
+def test_best_reference_scores_of_identical_references_is_cider_maximum():
+    # every reference of an image the same, no n-gram shared between images: a copy of one
+    # scores CIDEr-D's maximum, 10, on every image
+    # (at least four words each: a caption without 4-grams scores 0 on CIDEr's fourth n)
+    ground_truth = {1: ["a big red circle"] * 5, 2: ["two blue squares here"] * 5,
+                    3: ["green triangle on gray"] * 3}
+    best, per_reference = best_reference_scores(ground_truth)
+    assert best == pytest.approx(10.0) and per_reference == pytest.approx([10.0] * 5)
+    ground_truth[1] = ["a big red circle", "one large red circle", "a big red circle",
+                       "a big red circle", "a big red circle"]
+    best, per_reference = best_reference_scores(ground_truth)
+    assert per_reference[1] < best < 10.0 and per_reference[0] == pytest.approx(best)

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
+from imcap.coco_caption.scoring import best_reference_scores
 from imcap.utils import make_shapes
 from imcap.utils.vocab import tokenize
 
@@ -75,3 +76,36 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert not filecmp.cmp(os.path.join(a, "annotations", "captions_train2014.json"),
                            os.path.join(c, "annotations", "captions_train2014.json"),
                            shallow=False)
+
+
+def test_every_caption_names_every_object_in_reading_order(shapes_dir):
+    instances = COCO(str(shapes_dir / "annotations" / "instances_val2014.json"))
+    captions = COCO(str(shapes_dir / "annotations" / "captions_val2014.json"))
+    cell = 48 / make_shapes.GRID
+    for image_id in instances.getImgIds():
+        objects = []
+        for ann in instances.imgToAnns[image_id]:
+            x, y, w, h = ann["bbox"]
+            shape = instances.cats[ann["category_id"]]["name"]
+            objects.append(((int((y + h / 2) // cell), int((x + w / 2) // cell)),
+                            f"{ann['color']} {shape}"))
+        names = [name for _, name in sorted(objects)]
+        for ann in captions.imgToAnns[image_id]:
+            text, found = ann["caption"].lower(), []
+            for name in names:
+                position = text.find(name, found[-1] + 1 if found else 0)
+                assert position >= 0, (ann["caption"], names)
+                found.append(position)
+
+
+def test_the_references_agree_like_cocos_best_reference_cider(tmp_path):
+    # each of the default test split's images captioned by its best own reference: the most any
+    # captioner saying one of them can score; references that each described another aspect
+    # (the count alone, one object's place) capped this at 3.4
+    ground_truth = {}
+    for image_id in range(2101, 2201):
+        rng = np.random.default_rng([0, image_id])
+        ground_truth[image_id] = make_shapes.describe(*make_shapes.sample_scene(rng, 128))
+    best, per_reference = best_reference_scores(ground_truth)
+    assert 5.8 < best < 6.5
+    assert best >= max(per_reference) and len(per_reference) == 5

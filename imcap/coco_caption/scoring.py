@@ -96,3 +96,22 @@ def score_captions(ground_truth, results, metrics=METRICS):
                 for image_id, v in zip(ids, values):
                     per_image[image_id][name] = v["All"]["f"] if name == SPICE else float(v)
     return overall, per_image
+
+
+def best_reference_scores(ground_truth, metric="CIDEr"):
+    """What a captioner that always says one of an image's own references can score.
+
+    Each image is captioned by each of its references in turn and keeps its best; returns
+    ``(mean best score, [mean score of the k-th reference for every k])``. On data whose
+    references disagree this ceiling is low: no model can beat it by saying one of them.
+    Images with fewer references than the most any image has take their last one for the rest.
+    """
+    ids = list(ground_truth)
+    most = max(len(ground_truth[i]) for i in ids)
+    per_reference = []
+    for k in range(most):
+        chosen = {i: ground_truth[i][min(k, len(ground_truth[i]) - 1)] for i in ids}
+        _, per_image = score_captions(ground_truth, chosen, metrics=(metric,))
+        per_reference.append([per_image[i][metric] for i in ids])
+    best = [max(scores) for scores in zip(*per_reference)]
+    return sum(best) / len(best), [sum(scores) / len(scores) for scores in per_reference]

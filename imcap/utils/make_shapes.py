@@ -13,8 +13,9 @@
 so ``prepro_coco.py --coco_path DIR`` runs exactly the code path of real COCO. Each image holds
 one to three objects, each with a colour, a shape, a size and a grid position, on a plain noisy
 background; five captions describe it in different phrasings (a list of the objects, their
-number and the background, positions, a relation between two objects, colours named after
-shapes). The same ``--seed`` always gives the same files.
+number and the background, a position, a relation between two objects), each naming every object
+in reading order, as COCO's five annotators each describe the whole picture. The same ``--seed``
+always gives the same files.
 """
 
 import os
@@ -30,7 +31,7 @@ from imcap.utils.fileio import write_json_atomic
 COLORS = {"red": (215, 35, 35), "green": (35, 160, 55), "blue": (40, 75, 215),
           "yellow": (235, 210, 30), "purple": (135, 50, 175), "orange": (240, 135, 25)}
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 0.22, "large": 0.42}  # radius as a fraction of a grid cell
+SIZES = {"small": 0.3, "large": 0.42}  # radius as a fraction of a grid cell
 BACKGROUNDS = {"gray": 120, "white": 235, "black": 25}
 GRID = 3
 PLACES = [["in the top left", "at the top", "in the top right"],
@@ -107,28 +108,36 @@ def _relation(a, b):
     return "above" if a["row"] < b["row"] else "below"
 
 
-def describe(objects, background, rng):
-    """Five captions of one scene, each phrased differently (at most 16 words)."""
-    order = [objects[i] for i in rng.permutation(len(objects))]
+def describe(objects, background):
+    """Five captions of one scene, each phrased differently (at most 16 words).
+
+    Like the five annotators of an MS COCO image, every caption names every object, in reading
+    order (top row first, left to right): a list with sizes, the count and the background, the
+    first object's place, a relation between the first two, and "there is ...". Sizes are left out
+    where three objects would make a caption too long. The captions are a function of the scene.
+    """
     count = len(objects)
-    shapes_word = "shape" if count == 1 else "shapes"
-    listing = _join([f"a {_name(o)}" for o in order])
-    first = order[0]
-    place = f"a {_name(first, with_size=False)} {PLACES[first['row']][first['col']]}"
+    full = [f"a {_name(o)}" for o in objects]
+    short = [f"a {_name(o, with_size=False)}" for o in objects]
+    named = full if count < 3 else short
+    first = objects[0]
+    place = PLACES[first["row"]][first["col"]]
+    listing = _join(full)
     if count == 1:
-        place = f"there is {place} of the image"
-        relation = f"a picture of a {_name(first)}"
+        placed = f"{short[0]} {place} of the image"
+        related = f"a picture of {full[0]}"
+        there = f"there is {full[0]} on a {background} background"
     else:
-        second = order[1]
-        relation = (f"the {_name(first, with_size=False)} is {_relation(first, second)} "
-                    f"the {_name(second, with_size=False)}")
-    colors = _join([f"the {o['size']} {o['shape']} is {o['color']}" for o in order])
+        placed = f"{named[0]} {place} with {_join(named[1:])}"
+        related = f"{named[0]} {_relation(first, objects[1])} {_join(named[1:])}"
+        there = f"there is {listing}"
+    shapes_word = "shape" if count == 1 else "shapes"
     return [
         listing[0].upper() + listing[1:] + ".",
-        f"{NUMBERS[count]} {shapes_word} on a {background} background",
-        place,
-        relation,
-        colors,
+        f"{NUMBERS[count]} {shapes_word} on a {background} background: {_join(short)}",
+        placed,
+        related,
+        there,
     ]
 
 
@@ -137,7 +146,7 @@ def make_image(image_id, seed, image_size):
     rng = np.random.default_rng([seed, image_id])
     objects, background = sample_scene(rng, image_size)
     image = render(objects, background, image_size, rng)
-    return objects, background, image, describe(objects, background, rng)
+    return objects, background, image, describe(objects, background)
 
 
 def _coco_header(kind):
