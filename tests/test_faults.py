@@ -116,11 +116,17 @@ def test_kill_9_while_caching_features_then_the_rerun_resumes_it(shapes_prepro, 
     train.main(["-data_folder", str(folder)] + flags)  # a plain rerun: nothing to --resume
     keras.backend.clear_session()
     assert "resuming the feature cache" in capsys.readouterr().out
+    # the killed run was another process: oneDNN may split a convolution differently there, and
+    # a float16 feature may round the other way (seen once: 1 of 491,520 values, one ulp)
     with h5py.File(cache) as a, h5py.File(straight / "tmp" / "model_features.h5") as b:
-        np.testing.assert_array_equal(a["features"][:], b["features"][:])
+        np.testing.assert_allclose(a["features"][:].astype(np.float32),
+                                   b["features"][:].astype(np.float32), rtol=2e-3, atol=1e-3)
         assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
-    assert read_state(folder)["stages"]["frozen"]["history"] == \
-        read_state(straight)["stages"]["frozen"]["history"]
+    resumed, uninterrupted = (read_state(f)["stages"]["frozen"]["history"]
+                              for f in (folder, straight))
+    assert [h["epoch"] for h in resumed] == [h["epoch"] for h in uninterrupted]
+    for a, b in zip(resumed, uninterrupted):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     assert_only_json_hdf5_and_keras(straight)
 
 
