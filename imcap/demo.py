@@ -35,7 +35,7 @@ QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "imag
          "nepochs": 1}
 # the model and training recipe (see README: "The demo")
 TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_out",
-               "-emb_dim", "256", "-z_dim", "256", "-lstm_dim", "256", "-sent_dropout", "0.25",
+               "-emb_dim", "256", "-z_dim", "256", "-lstm_dim", "256", "-sent_dropout", "0.1",
                "-standardize", "position", "--position_embedding", "-lr", "2e-3", "-decay",
                "2e-3", "-bs", "40", "-seq_per_img", "1", "--precompute_feats", "-ftnepochs",
                "0", "-pat", "6",
