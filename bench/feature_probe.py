@@ -25,20 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from imcap.grounding import load_objects  # noqa: E402
 from imcap.models.encoder import build_encoder  # noqa: E402
 from imcap.utils.loader import preprocess_images  # noqa: E402
-
-
-def objects_by_image(shapes_dir):
-    """``{image_id: [instance annotation with its category name as 'shape']}``."""
-    objects = {}
-    for part in ("train", "val"):
-        with open(os.path.join(shapes_dir, "annotations", f"instances_{part}2014.json")) as f:
-            data = json.load(f)
-        names = {c["id"]: c["name"] for c in data["categories"]}
-        for ann in data["annotations"]:
-            objects.setdefault(ann["image_id"], []).append(dict(ann, shape=names[ann["category_id"]]))
-    return objects
 
 
 def main():
@@ -69,13 +58,16 @@ def main():
     features = (features - features[train].mean(0)) / (features[train].std(0) + 1e-3)
 
     shapes = ("circle", "square", "triangle")
-    objects = objects_by_image(args.shapes)
+    objects = {}
+    for part in ("train", "val"):
+        objects.update(load_objects(os.path.join(args.shapes, "annotations",
+                                                 f"instances_{part}2014.json"))[0])
     x, y, test, small = [], [], [], []
     for k, row in enumerate(rows):
         for ann in objects[images[row]["id"]]:
-            bx, by, bw, bh = ann["bbox"]
-            col = min(int((bx + bw / 2) / size * grid), grid - 1)
-            cell_row = min(int((by + bh / 2) / size * grid), grid - 1)
+            x0, y0, x1, y1 = ann["box"]
+            col = min(int((x0 + x1) / 2 / size * grid), grid - 1)
+            cell_row = min(int((y0 + y1) / 2 / size * grid), grid - 1)
             x.append(features[k, cell_row * grid + col])
             y.append(shapes.index(ann["shape"]))
             test.append(not train[k])

@@ -98,7 +98,7 @@ def test_every_caption_names_every_object_in_reading_order(shapes_dir):
                 found.append(position)
 
 
-def test_the_references_agree_like_cocos_best_reference_cider(tmp_path):
+def test_the_references_agree_like_cocos_best_reference_cider():
     # each of the default test split's images captioned by its best own reference: the most any
     # captioner saying one of them can score; references that each described another aspect
     # (the count alone, one object's place) capped this at 3.4

@@ -119,7 +119,6 @@ def describe(objects, background):
     count = len(objects)
     full = [f"a {_name(o)}" for o in objects]
     short = [f"a {_name(o, with_size=False)}" for o in objects]
-    named = full if count < 3 else short
     first = objects[0]
     place = PLACES[first["row"]][first["col"]]
     listing = _join(full)
@@ -128,6 +127,7 @@ def describe(objects, background):
         related = f"a picture of {full[0]}"
         there = f"there is {full[0]} on a {background} background"
     else:
+        named = full if count < 3 else short
         placed = f"{named[0]} {place} with {_join(named[1:])}"
         related = f"{named[0]} {_relation(first, objects[1])} {_join(named[1:])}"
         there = f"there is {listing}"
