@@ -103,19 +103,24 @@ class SentinelLSTM(keras.layers.Layer):
     def _input_bias(self):
         return ops.concatenate([self.bias, self.sentinel_bias])
 
-    def project_sequence(self, sequence, input_mask=None):
-        """x W + b for every step: (batch, time, 5 units) from a (batch, time, d1) sequence.
+    def project_sequence(self, sequence, input_mask=None, bias=True):
+        """x W (+ b) for every step: (batch, time, 5 units) from a (batch, time, d1) sequence.
 
-        ``input_mask`` is the dropout mask (batch, d1 [+ d2]) or None.
+        ``input_mask`` is the dropout mask (batch, d1 [+ d2]) or None; ``bias=False`` leaves
+        the bias to ``project_constant``.
         """
         d1 = sequence.shape[-1]
         kernel = ops.cast(self._input_kernel()[:d1], self.compute_dtype)
         if input_mask is not None:
             sequence = sequence * ops.expand_dims(input_mask[:, :d1], 1)
-        return ops.matmul(sequence, kernel) + ops.cast(self._input_bias(), self.compute_dtype)
+        projected = ops.matmul(sequence, kernel)
+        if bias:
+            projected = projected + ops.cast(self._input_bias(), self.compute_dtype)
+        return projected
 
     def project_constant(self, constant, input_mask=None):
-        """The per-sequence part of x W: (batch, 5 units) from a (batch, d2) constant input.
+        """The per-sequence part of x W, and the bias: (batch, 5 units) from a (batch, d2)
+        constant input.
 
         Computed once per sequence (once per image when decoding), not once per step.
         """
@@ -123,13 +128,18 @@ class SentinelLSTM(keras.layers.Layer):
         kernel = ops.cast(self._input_kernel()[-d2:], self.compute_dtype)
         if input_mask is not None:
             constant = constant * input_mask[:, -d2:]
-        return ops.matmul(ops.cast(constant, self.compute_dtype), kernel)
+        return ops.matmul(ops.cast(constant, self.compute_dtype), kernel) \
+            + ops.cast(self._input_bias(), self.compute_dtype)
 
     def recurrence(self, projected_t, h, m, kernel, recurrent_mask=None):
         """One step from the projected input (batch, 5 units), the state and the recurrent
         kernel (units, 5 units, from ``recurrent_kernel_all``): returns (h, s, m)."""
         h_in = h if recurrent_mask is None else h * recurrent_mask
-        z = projected_t + ops.matmul(h_in, kernel)
+        return self._gates(projected_t + ops.matmul(h_in, kernel), m)
+
+    @staticmethod
+    def _gates(z, m):
+        """(h, s, m) from the pre-activations z = x W + h U + b (batch, 5 units) and m_{t-1}."""
         i, f, candidate, o, g = ops.split(z, 5, axis=-1)
         i, f, o, g = ops.sigmoid(i), ops.sigmoid(f), ops.sigmoid(o), ops.sigmoid(g)
         m = f * m + i * ops.tanh(candidate)
@@ -157,7 +167,7 @@ class SentinelLSTM(keras.layers.Layer):
         batch = ops.shape(sequence)[0]
         input_dim = self.kernel.shape[0]
         input_mask, recurrent_mask = self._dropout_masks(batch, input_dim, training)
-        projected = self.project_sequence(sequence, input_mask)
+        projected = self.project_sequence(sequence, input_mask, bias=constant is None)
         if constant is not None:
             projected = projected + ops.expand_dims(self.project_constant(constant, input_mask), 1)
         projected = ops.transpose(projected, (1, 0, 2))  # (time, batch, 5 units)
@@ -201,25 +211,31 @@ class SentinelLSTM(keras.layers.Layer):
         return ops.transpose(hs, (1, 0, 2)), ops.transpose(ss, (1, 0, 2)), list(carry)
 
     def step_weights(self, input_dim):
-        """The kernels ``step`` uses, joined and cast once (per decode, not per step), for a
-        per-step input of ``input_dim`` features."""
-        return {"input_kernel": ops.cast(self._input_kernel()[:input_dim], self.compute_dtype),
-                "bias": ops.cast(self._input_bias(), self.compute_dtype),
-                "recurrent_kernel": self.recurrent_kernel_all()}
+        """What ``step`` uses, joined and cast once (per decode, not per step), for a per-step
+        input of ``input_dim`` features: the input and recurrent kernels stacked into one
+        (input_dim + units, 5 units), and the bias."""
+        kernel = ops.concatenate([ops.cast(self._input_kernel()[:input_dim], self.compute_dtype),
+                                  self.recurrent_kernel_all()], axis=0)
+        return {"kernel": kernel, "bias": ops.cast(self._input_bias(), self.compute_dtype)}
 
     def step(self, x_t, state, projected_constant=None, weights=None):
         """One decoding step (no dropout): x_t (batch, d1), state ``[h, m]``, and the output of
-        ``project_constant`` if the layer takes a constant -> ``(h_t, s_t, [h_t, m_t])``.
-        ``weights`` is ``step_weights(d1)``, computed here when not given."""
+        ``project_constant`` (bias included) if the layer takes a constant ->
+        ``(h_t, s_t, [h_t, m_t])``. ``weights`` is ``step_weights(d1)``, computed here when not
+        given.
+
+        One matrix product [x_t; h_{t-1}] [W; U] and one addition per step. Inside a decoding
+        loop, the three same-shaped terms x W + h U + c of the unfused form become an AddN that
+        Grappler's memory optimizer, on large graphs (ResNet-50 at 224 px and 8 images), turns
+        into a TemporaryVariable; at the loop's exit that variable is created and never
+        destroyed, and the next call of the same function fails with AlreadyExistsError.
+        """
         if weights is None:
             weights = self.step_weights(x_t.shape[-1])
-        projected = ops.matmul(ops.cast(x_t, self.compute_dtype), weights["input_kernel"]) \
-            + weights["bias"]
-        if projected_constant is not None:
-            projected = projected + projected_constant
-        h, s, m = self.recurrence(projected, ops.cast(state[0], self.compute_dtype),
-                                  ops.cast(state[1], self.compute_dtype),
-                                  weights["recurrent_kernel"])
+        h, m = (ops.cast(t, self.compute_dtype) for t in state)
+        inputs = ops.concatenate([ops.cast(x_t, self.compute_dtype), h], axis=-1)
+        offset = weights["bias"] if projected_constant is None else projected_constant
+        h, s, m = self._gates(ops.matmul(inputs, weights["kernel"]) + offset, m)
         return h, s, [h, m]
 
     def compute_mask(self, inputs, mask=None):
