@@ -1,7 +1,7 @@
 """One command-line parser for every imcap tool, with the seed's flag names and defaults.
 
-Every flag of the seed's ``args.py`` keeps its name and default (``-model_name``, ``-bs``,
-``--sgate``, ...); the modern double-dash spelling works too (``--bs 32``, ``--model_name x``),
+Every flag of the seed's ``args.py`` keeps its name and, but for two (below), its default
+(``-model_name``, ``-bs``, ``--sgate``, ...); the modern double-dash spelling works too (``--bs 32``, ``--model_name x``),
 and the seed's switches accept an explicit value (``--sgate True``, ``--sgate false``).
 ``python args.py --help`` (from ``imcap/``) lists them all.
 
@@ -9,7 +9,12 @@ Flags the seed declared but never used are accepted and say so in their help:
 ``-vocab_size`` (the vocabulary comes from the preprocessed JSON; if given it must match),
 ``-nfilters`` and ``-convsize`` (both follow from ``-cnn`` / ``-cnn_layer`` / ``-imsize``; if given
 they must match), ``-n_caps`` (see ``-seq_per_img``), ``-workers`` (tf.data tunes its own
-parallelism), ``-mode`` (train.py trains, test.py tests) and ``--bn`` (no batch-norm option).
+parallelism), ``-mode`` (train.py trains, test.py tests), ``--bn`` (no batch-norm option) and
+``-coco_path`` (prepro_coco.py has its own). Two defaults differ from the seed's, which were its
+author's folders: ``-data_folder`` is the current folder and ``-coco_path`` is None.
+
+``--help`` shows every default. ``test.py --help`` lists only the flags test.py reads; it still
+accepts the others (and ignores them), so one command line can serve train.py and test.py.
 """
 
 import argparse
@@ -24,6 +29,10 @@ from imcap.utils.cli import ArgumentParser  # noqa: E402
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
+# the flags test.py reads (its --help lists only these)
+TEST_FLAGS = ("model_name", "h5file", "json_file", "model_file", "data_folder", "seqlen", "seed",
+              "bs", "bsize", "temperature", "length_penalty", "split", "results_file",
+              "save_attention", "cnn_train")
 METRICS = ["loss", "CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "ROUGE_L", "METEOR"]
 
 
@@ -40,6 +49,16 @@ def str2bool(value):
 def negated_bool(value):
     """``--lstm True`` switches attention off (the seed stored --lstm into ``attlstm=False``)."""
     return not str2bool(value)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, or the words in its ``shown_default`` attribute."""
+
+    def _get_help_string(self, action):
+        shown = getattr(action, "shown_default", None)
+        if shown is not None and action.help is not argparse.SUPPRESS:
+            return f"{action.help} (default: {shown})"
+        return super()._get_help_string(action)
 
 
 class Parser(ArgumentParser):
@@ -80,8 +99,10 @@ def probability(value):
     return number
 
 
-def get_parser():
-    parser = Parser(description="imcap: image captioning with adaptive attention (Keras 3).",
+def get_parser(prog=None):
+    """Every flag; ``prog="test.py"`` hides from --help the flags test.py does not read."""
+    parser = Parser(prog=prog, formatter_class=HelpFormatter,
+                    description="imcap: image captioning with adaptive attention (Keras 3).",
                     epilog="Flags take one dash as in the seed (-bs 32) or two (--bs 32).")
     parser.option("model_name", default="model", help="base name of saved models")
     parser.option("h5file", default="cocotalk_challenge.h5",
@@ -89,20 +110,27 @@ def get_parser():
     parser.option("json_file", default="cocotalk_challenge.json",
                   help="JSON written by prepro_coco.py, in DATA_FOLDER/data")
     parser.option("model_file", default=None,
-                  help="checkpoint to load (to test, or to start fine-tuning from)")
-    parser.option("coco_path", default="/seq/segmentation/COCO/tools",
-                  help="MS COCO folder (for prepro_coco.py --coco_path)")
-    parser.option("data_folder", default="/work/asalvador/sat_keras/",
-                  help="folder with data/, models/, results/, tmp/ (created when missing)")
+                  help="checkpoint to load: the one test.py captions with (None: "
+                       "DATA_FOLDER/models/MODEL_NAME_best.keras, or "
+                       "MODEL_NAME_cnntrain_best.keras with --cnntrain), or the one train.py "
+                       "starts from (None: a new model)")
+    parser.option("coco_path", default=None,
+                  help="unused by train.py and test.py, which read the preprocessed data in "
+                       "DATA_FOLDER/data; MS COCO is read by prepro_coco.py --coco_path DIR")
+    parser.option("data_folder", default=".",
+                  help="folder with data/ (prepro_coco.py's output); models/, results/, logs/ "
+                       "and tmp/ are written there, created when missing")
 
     parser.option("cnn", default="resnet", choices=CNN_NAMES,
                   help="CNN encoder")
     parser.option("cnn_weights", default="imagenet",
-                  help="'imagenet' (downloaded and cached by Keras), 'none' (random "
-                       "initialisation) or a local weights file")
+                  help="'imagenet' (downloaded by Keras into ~/.keras/models on first use), "
+                       "'none' (random initialisation) or a local weights file (without "
+                       "network: the file Keras would download, e.g. "
+                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5)")
     parser.option("cnn_layer", default=None,
-                  help="take the region grid from this layer (e.g. conv4_block6_out); default: "
-                       "the last convolutional block")
+                  help="take the region grid from this layer (e.g. conv4_block6_out; None: "
+                       "the last convolutional block)")
     parser.option("imsize", default=256, type=positive(int), help="image size")
     parser.option("vocab_size", default=None, type=positive(int),
                   help="unused by the seed: the vocabulary comes from the JSON; if given it must "
@@ -136,7 +164,8 @@ def get_parser():
                        "scale, or per-channel scale and per-position centring (computes the "
                        "feature cache to get them)")
 
-    parser.option("seed", default=123, type=int, help="random seed")
+    parser.option("seed", default=123, type=int,
+                  help="random seed (of training, and of test.py's sampling)")
     parser.option("bs", default=32, type=positive(int), help="batch size (images)")
     parser.option("optim", default="adam", choices=["adam", "SGD", "adadelta", "adagrad",
                                                     "rmsprop"], help="optimizer")
@@ -168,7 +197,7 @@ def get_parser():
     parser.option("split", default="test", choices=["train", "val", "test"],
                   help="test.py: the split to caption")
     parser.option("results_file", default=None,
-                  help="test.py: where to write the COCO result JSON (default: "
+                  help="test.py: where to write the COCO result JSON (None: "
                        "DATA_FOLDER/results/CHECKPOINT_SPLIT_METHOD.json)")
     parser.switch("save_attention", "save_attention",
                   help="test.py: also write the words, attention and sentinel weights of every "
@@ -178,10 +207,19 @@ def get_parser():
     parser.option("dtype", default="float32", choices=DTYPE_POLICIES,
                   help="Keras dtype policy (mixed precision)")
 
-    parser.switch("cnntrain", "cnn_train", help="train the CNN too (fine-tuning)")
-    parser.add_argument("--lstm", dest="attlstm", nargs="?", const=False, default=True,
-                        type=negated_bool, metavar="BOOL",
-                        help="the seed's plain LSTM baseline, without attention")
+    parser.switch("cnntrain", "cnn_train",
+                  help="train.py: run only stage 2, fine-tuning the CNN too, from "
+                       "-model_file (e.g. stage 1's DATA_FOLDER/models/MODEL_NAME_best.keras; "
+                       "without it, from a new model); test.py: test the fine-tuned checkpoint, "
+                       "MODEL_NAME_cnntrain_best.keras")
+    lstm = parser.add_argument(
+        "--lstm", dest="attlstm", nargs="?", const=False, default=True, type=negated_bool,
+        metavar="BOOL",
+        help="the seed's plain LSTM baseline: no attention, each word comes straight from the "
+             "LSTM state (which sees the mean image feature at every step); --sgate then has no "
+             "effect. Without --lstm the decoder attends over the image regions: spatial "
+             "attention, plus the visual sentinel (adaptive attention) with --sgate")
+    lstm.shown_default = "off, i.e. attention"
     parser.switch("lrmults", "lrmults", help="scale the CNN's updates by -lrmult_conv")
     parser.switch("sgate", "sgate", help="adaptive attention with the visual sentinel")
     parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
@@ -208,15 +246,20 @@ def get_parser():
     parser.option("cpu_devices", default=1, type=positive(int),
                   help="split the CPU into this many logical devices (to run --strategy "
                        "mirrored without GPUs)")
+    if prog == "test.py":
+        parser.description = "test.py: caption a split with a trained model."
+        parser.epilog = ("Flags take one dash as in the seed (-bs 32) or two (--bs 32). The "
+                         "other flags of train.py are accepted and ignored: the model's settings "
+                         "come from its checkpoint.")
+        for action in parser._actions:
+            if action.option_strings and action.dest not in TEST_FLAGS + ("help",):
+                action.help = argparse.SUPPRESS
     return parser
 
 
 def parse_args(argv=None, prog=None):
-    """The flags of ``argv``; ``prog`` names the script in errors and --help."""
-    parser = get_parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
+    """The flags of ``argv``; ``prog`` names the script in errors and --help (see get_parser)."""
+    args = get_parser(prog).parse_args(argv)
     if args.mixed_precision:
         kind = args.mixed_precision
         if kind == "auto":

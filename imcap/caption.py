@@ -2,7 +2,9 @@
 
     python -m imcap.caption IMG [IMG ...] -model_file MODEL.keras [--att_dir DIR]
 
-(or ``imcap-caption``). Prints ``path<TAB>caption`` per image. JPEG, PNG, GIF, ... of any size
+(or ``imcap-caption``). Each IMG is an image file, a folder (its image files, by extension, in
+name order; not recursive) or a glob such as ``'photos/*.jpg'`` (expanded here too, for shells
+that do not). Prints ``path<TAB>caption`` per image. JPEG, PNG, GIF, ... of any size
 and mode (grayscale, RGBA, palette, 16-bit, CMYK) are read as prepro_coco.py reads them: RGB,
 resized to the model's image size. ``-bsize K`` uses beam search, ``-temperature T`` samples.
 With ``--att_dir``, writes per image ``NAME_attention.png`` (the attention map of every word
@@ -10,6 +12,7 @@ over the image, smoothed with ``-sig``, cut at ``-th``, and the sentinel's 1 - b
 and ``captions.json`` with the words and their beta. Runs on CPU.
 """
 
+import glob
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,7 +29,9 @@ from imcap.utils.loader import preprocess_images  # noqa: E402
 
 def get_parser():
     parser = ArgumentParser(prog="caption.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument("images", nargs="+", metavar="IMG",
+                        help="image files, folders (their image files, not recursive) or globs "
+                             "('photos/*.jpg')")
     parser.add_argument("-model_file", "--model_file", required=True,
                         help="a checkpoint train.py wrote (e.g. models/model_best.keras)")
     parser.add_argument("-bsize", "--bsize", type=int, default=1, help="beam size (1: greedy)")
@@ -53,6 +58,42 @@ def check_args(args):
         raise ValueError(f"-seqlen must be at least 2, got {args.seqlen}")
     if args.sig < 0 or not 0 <= args.th < 1:
         raise ValueError(f"-sig must be >= 0 and -th in [0, 1), got {args.sig} and {args.th}")
+
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+
+def folder_images(folder):
+    """The image files of ``folder`` (by extension, case-insensitive; not hidden), sorted."""
+    names = sorted(name for name in os.listdir(folder)
+                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+                   and os.path.isfile(os.path.join(folder, name)))
+    if not names:
+        raise DataError(f"folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return [os.path.join(folder, name) for name in names]
+
+
+def expand_images(specs):
+    """Image files, folders and globs -> image paths, in the order given (see the docstring).
+
+    A glob keeps the files it matches (not folders). A path that does not exist and is no glob
+    is kept: reading it names the missing file.
+
+    Raises:
+        DataError: a folder without image files, or a glob that matches nothing.
+    """
+    paths = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            paths.extend(folder_images(spec))
+        elif not os.path.exists(spec) and any(c in spec for c in "*?["):
+            matches = sorted(match for match in glob.glob(spec) if os.path.isfile(match))
+            if not matches:
+                raise DataError(f"no file matches the glob {spec}")
+            paths.extend(matches)
+        else:
+            paths.append(spec)
+    return paths
 
 
 def load_images(paths, size):
@@ -83,15 +124,16 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     with one_line_errors("caption"):
         check_args(args)
+        paths = expand_images(args.images)
         model = checkpoints.load_model(args.model_file, compile=False)
         if model.encoder is None:
             raise DataError(f"checkpoint {args.model_file} takes features, not images")
         decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen)
         if args.att_dir:
             os.makedirs(args.att_dir, exist_ok=True)
-        results = caption_images(model, args.images, decoder, args.bs)
+        results = caption_images(model, paths, decoder, args.bs)
     records = []
-    for path, (words, alpha, beta, image) in zip(args.images, results):
+    for path, (words, alpha, beta, image) in zip(paths, results):
         caption = " ".join(w for w in words if w != "<eos>")
         print(f"{path}\t{caption}")
         record = {"image": path, "caption": caption, "words": words}

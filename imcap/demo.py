@@ -18,7 +18,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from imcap.utils.quiet import start_tensorflow  # noqa: E402
+
+start_tensorflow()  # before Keras, without TensorFlow's start-up noise
 
 from imcap import grounding, plot_curves, test as test_script, train  # noqa: E402
 from imcap.coco_caption import eval_caps  # noqa: E402

@@ -15,10 +15,11 @@ Pillow's), then preprocessed as in training.
 import os
 import shutil
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from imcap.utils.quiet import start_tensorflow
+
+tf = start_tensorflow()  # before Keras, without TensorFlow's start-up noise
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from imcap.models import decoding  # noqa: E402
 from imcap.utils import checkpoints  # noqa: E402

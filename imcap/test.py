@@ -19,20 +19,15 @@ import time
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from imcap import args as imcap_args  # noqa: E402
-from imcap.models import decoding  # noqa: E402
-from imcap.utils import checkpoints  # noqa: E402
+from imcap import args as imcap_args  # noqa: E402  (no TensorFlow: --help stays fast)
 from imcap.utils.cli import one_line_errors  # noqa: E402
 from imcap.utils.coco_gt import gt_path  # noqa: E402
 from imcap.utils.fileio import (  # noqa: E402
     DataError, commit, discard, prepare_output, write_json_atomic)
-from imcap.utils.loader import CaptionData  # noqa: E402
 
 
 def checkpoint_path(args):
@@ -50,6 +45,7 @@ def method_name(args):
 
 def make_decoder(model, args):
     """The decoder the flags ask for (-temperature, -bsize, -seqlen, -length_penalty)."""
+    from imcap.models import decoding
     return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
                                  args.length_penalty, args.seed)
 
@@ -96,6 +92,8 @@ def read_attention(path):
 
 
 def run(args):
+    from imcap.utils import checkpoints
+    from imcap.utils.loader import CaptionData
     json_path = os.path.join(args.data_folder, "data", args.json_file)
     h5_path = os.path.join(args.data_folder, "data", args.h5file)
     path = checkpoint_path(args)
@@ -129,6 +127,8 @@ def run(args):
 
 def main(argv=None):
     args = imcap_args.parse_args(argv, "test.py")
+    from imcap.utils.quiet import start_tensorflow
+    start_tensorflow()
     with one_line_errors("test"):
         return run(args)
 

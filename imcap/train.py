@@ -1,57 +1,113 @@
 """Train a captioner, as the seed documents it: ``python train.py --sgate`` (from ``imcap/``),
-``python -m imcap.train``, or ``imcap-train``; ``python args.py --help`` lists the flags.
+``python -m imcap.train``, or ``imcap-train``; ``python train.py --help`` lists the flags.
 
 Reads ``DATA_FOLDER/data/{-json_file, -h5file}`` (written by prepro_coco.py), writes checkpoints
 and the training state to ``DATA_FOLDER/models``, logs to ``DATA_FOLDER/logs/MODEL_NAME.log``
-(or the terminal with ``--log_term``). See ``imcap.trainer`` for the stages.
+(``--log_term``: the terminal only). The terminal shows one line per epoch (stage, epoch, loss,
+validation score, seconds) with a progress bar while an epoch trains. Every fatal error, and
+Ctrl-C, is written to the log too. See ``imcap.trainer`` for the stages.
 """
 
+import contextlib
 import logging
 import os
+import shlex
 import sys
 
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from imcap import args as imcap_args  # noqa: E402  (no TensorFlow: --help stays fast)
+from imcap.utils.cli import error_line, one_line_errors  # noqa: E402
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from imcap import args as imcap_args  # noqa: E402
-from imcap.distribute import make_strategy  # noqa: E402
-from imcap.trainer import Trainer, TrainingError, check_inputs, output_folder  # noqa: E402
-from imcap.utils.cli import one_line_errors  # noqa: E402
+log = logging.getLogger("imcap.train")
+FILE_ONLY = {"file_only": True}  # a record for the log file that the terminal already shows
 
 
-def setup_logging(args, strategy):
-    handlers = [logging.StreamHandler(sys.stdout)]
+def setup_logging(args, folder):
+    """The terminal gets each record's message; the log file (unless ``--log_term``) gets it
+    with a time stamp, plus fatal errors. Returns the log file's path, or None."""
+    terminal = logging.StreamHandler(sys.stdout)
+    terminal.setFormatter(logging.Formatter("%(message)s"))
+    terminal.addFilter(lambda record: not getattr(record, "file_only", False))
+    handlers, path = [terminal], None
     if not args.log_term:
-        folder = os.path.join(output_folder(args, strategy), "logs")
-        os.makedirs(folder, exist_ok=True)
-        handlers = [logging.FileHandler(os.path.join(folder, f"{args.model_name}.log"))]
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(message)s")
+        os.makedirs(os.path.join(folder, "logs"), exist_ok=True)
+        path = os.path.join(folder, "logs", f"{args.model_name}.log")
+        to_file = logging.FileHandler(path)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(to_file)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    return path
+
+
+def resume_command(argv):
+    """The command line that goes on with an interrupted run."""
+    program = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else ""
+    if program.endswith("train.py"):
+        start = ["python", os.path.relpath(program)]
+    elif program:
+        start = ["python", "-m", "imcap.train"]
+    else:
+        start = [os.path.basename(sys.argv[0]) or "imcap-train"]
+    flags = [a for a in argv if a.lstrip("-") != "resume"]
+    return " ".join(shlex.quote(a) for a in start + flags + ["--resume"])
+
+
+@contextlib.contextmanager
+def fatal_errors_logged():
+    """Writes any error that ends the run to the log (with its traceback when it is not one of
+    the one-line errors), then lets it go on to the terminal."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        from imcap.trainer import TrainingError
+        from imcap.utils.fileio import DataError
+        expected = isinstance(e, (DataError, ValueError, OSError, TrainingError))
+        log.error("train: error: %s", error_line(e), exc_info=not expected, extra=FILE_ONLY)
+        raise
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = imcap_args.parse_args(argv, "train.py")
+    from imcap.utils.quiet import start_tensorflow
+    tf = start_tensorflow()
+
+    import keras
+    from imcap.distribute import make_strategy
+    from imcap.trainer import Trainer, TrainingError, check_inputs, output_folder
+
+    trainer = None
     try:
-        with one_line_errors("train", TrainingError):
+        with one_line_errors("train", TrainingError), fatal_errors_logged():
             strategy = make_strategy(args.strategy, args.cpu_devices)  # before TensorFlow starts
             check_inputs(args)
-            setup_logging(args, strategy)
+            log_path = setup_logging(args, output_folder(args, strategy))
+            if log_path:
+                log.info("train: logging to %s", log_path)
             keras.utils.set_random_seed(args.seed)
-            state = Trainer(args, strategy).run()
+            trainer = Trainer(args, strategy)
+            state = trainer.run()
     except tf.errors.ResourceExhaustedError as e:
-        print(f"train: error: out of memory ({str(e).splitlines()[0][:200]}); use a smaller -bs "
-              f"with -accum N to keep the effective batch (-bs x N), --mixed_precision, or "
-              f"--precompute_feats for stage 1", file=sys.stderr)
+        message = (f"out of memory ({str(e).splitlines()[0][:200]}); use a smaller -bs with "
+                   f"-accum N to keep the effective batch (-bs x N), --mixed_precision, or "
+                   f"--precompute_feats for stage 1")
+        log.error("train: error: %s", message, extra=FILE_ONLY)
+        print(f"train: error: {message}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        where = trainer.interruption() if trainer is not None else "before training started"
+        message = f"interrupted {where}; go on with: {resume_command(argv)}"
+        log.error("train: %s", message, extra=FILE_ONLY)
+        print(f"\ntrain: {message}", file=sys.stderr)
+        sys.exit(130)
     for stage, stage_state in state["stages"].items():
-        print(f"stage {stage}: {stage_state.get('epochs_done', 0)} epochs, best "
-              f"{args.es_metric} {stage_state.get('best')}, checkpoint "
-              f"{stage_state.get('best_path')}")
+        log.info("stage %s: %d epochs, best %s %s, checkpoint %s", stage,
+                 stage_state.get("epochs_done", 0), args.es_metric, stage_state.get("best"),
+                 stage_state.get("best_path"))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ import logging
 import math
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from imcap import args as imcap_args
 from imcap import distribute, optimizers
@@ -96,6 +98,7 @@ class Trainer:
         self.state_path = self.model_path("state.json")
         self.cache_path = os.path.join(self.paths["tmp"], f"{args.model_name}_features.h5")
         self._decoder = None
+        self.position = None  # (stage, epoch, steps done in it) while a stage trains
 
     def model_path(self, suffix, stage=None):
         prefix = self.args.model_name + ("_cnntrain" if stage == "finetune" else "")
@@ -204,6 +207,15 @@ class Trainer:
 
     # --- the stages -----------------------------------------------------------------------
 
+    def interruption(self):
+        """Where an interrupted run stopped and what ``--resume`` goes on from, in words."""
+        kept = _kept_checkpoint(self.state_path)
+        if self.position is None:
+            return f"between stages; the last complete checkpoint is {kept}"
+        stage, epoch, step = self.position
+        return (f"in stage {stage}, epoch {epoch}, after step {step}; the last complete "
+                f"checkpoint is {kept}")
+
     def run(self):
         """Trains every stage asked for; returns the final training state."""
         args = self.args
@@ -234,7 +246,7 @@ class Trainer:
             self.check_same_architecture(model, stage_state["last_path"])
             fit_model = self.prepare(model, stage)
             checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
-                                          stage_state["optimizer_path"])
+                                          stage_state["optimizer_path"], model)
             return model, fit_model
         start = self.args.model_file
         if stage == "finetune" and not start:
@@ -258,7 +270,9 @@ class Trainer:
         csv = keras.callbacks.CSVLogger(self.model_path(f"{stage}_log.csv"), append=True)
         board = keras.callbacks.TensorBoard(os.path.join(self.paths["logs"], "tensorboard",
                                                          f"{args.model_name}_{stage}"))
+        steps_per_epoch = math.ceil(len(train_data) / args.bs)
         for epoch in range(stage_state.get("epochs_done", 0), epochs):
+            started = time.perf_counter()
             data = train_data.dataset(args.bs, args.cnn, training=True,
                                       seq_per_img=args.seq_per_img, seed=args.seed, epoch=epoch)
             steps_done = stage_state.get("steps_done", 0)
@@ -269,11 +283,14 @@ class Trainer:
                 data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
             every = StepCheckpoint(self, model, fit_model.optimizer, stage, epoch, steps_done,
                                    stage_state, state, loss_so_far)
+            self.position = (stage, epoch + 1, steps_done)
+            progress = EpochProgress(f"{stage} {epoch + 1}/{epochs}", steps_per_epoch,
+                                     steps_done, self)
             if loss_so_far.images_left():
-                history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=2,
+                history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
                                         shuffle=False,  # the loader shuffles, seeded by epoch
                                         callbacks=[keras.callbacks.TerminateOnNaN(), csv, board,
-                                                   every])
+                                                   every, progress])
                 loss = loss_so_far.epoch_mean(history.history["loss"][-1])
             else:  # killed after the epoch's last step was saved: only validation is left
                 loss = loss_so_far.epoch_mean(None)
@@ -284,8 +301,9 @@ class Trainer:
                                     f"{at}; stopped, the last good checkpoint is {kept}")
             value = self.validate(model, fit_model, val_data)
             improved, stop = stopper.update(value)
-            log.info("stage %s epoch %d: loss %.4f, val %s %.4f%s", stage, epoch + 1, loss,
-                     args.es_metric, value, " (best)" if improved else "")
+            log.info("stage %s epoch %d/%d: loss %.4f, val %s %.4f%s, %.0f s", stage, epoch + 1,
+                     epochs, loss, args.es_metric, value, " (best)" if improved else "",
+                     time.perf_counter() - started)
             self.save(model, fit_model.optimizer, stage, epoch, value, improved, stage_state)
             stage_state.pop("epoch_loss", None)
             stage_state.update(stopper.state(), epochs_done=epoch + 1, steps_done=0,
@@ -294,6 +312,7 @@ class Trainer:
             state["stages"][stage] = stage_state
             self.write_state(state)
             self.remove_previous_last(stage_state)
+            self.position = (stage, epoch + 1, steps_per_epoch)
             if stop:
                 log.info("early stopping: no improvement for %d epochs", args.pat)
                 break
@@ -301,6 +320,7 @@ class Trainer:
             self.save_best_weights(stage, stage_state)
         stage_state["done"] = True
         self.write_state(state)
+        self.position = None
 
     def save_last(self, model, optimizer, stage, tag, stage_state):
         """Writes the last checkpoint and optimizer state, named by ``tag`` (epoch, step). Only
@@ -311,7 +331,7 @@ class Trainer:
         with self.writing(last):
             checkpoints.save_model(model, last)
         with self.writing(optimizer_path):
-            checkpoints.save_optimizer(optimizer, optimizer_path)
+            checkpoints.save_optimizer(optimizer, optimizer_path, model)
         stage_state["previous_last"] = [stage_state.get("last_path"),
                                         stage_state.get("optimizer_path")]
         stage_state.update(last_path=last, optimizer_path=optimizer_path)
@@ -392,6 +412,30 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.state["stages"][self.stage] = self.stage_state
         self.trainer.write_state(self.state)
         self.trainer.remove_previous_last(self.stage_state)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A progress bar over an epoch's steps (on a terminal; nothing in a log file), with the
+    running loss; it keeps ``trainer.position`` at the last finished step."""
+
+    def __init__(self, description, steps, steps_done, trainer):
+        super().__init__()
+        self.description, self.steps, self.steps_done = description, steps, steps_done
+        self.trainer, self.bar = trainer, None
+
+    def on_train_begin(self, logs=None):
+        self.bar = tqdm(total=self.steps, initial=self.steps_done, desc=self.description,
+                        unit="step", leave=False, disable=None, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        stage, epoch, _ = self.trainer.position
+        self.trainer.position = (stage, epoch, self.steps_done + batch + 1)
+        self.bar.update(1)
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
 
 
 class EpochLoss:

@@ -1,6 +1,7 @@
 """args.py: the seed's flags and defaults, both spellings, explicit booleans, checks."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_DEFAULTS = {
     "model_name": "model", "h5file": "cocotalk_challenge.h5",
     "json_file": "cocotalk_challenge.json", "model_file": None,
-    "coco_path": "/seq/segmentation/COCO/tools", "data_folder": "/work/asalvador/sat_keras/",
     "cnn": "resnet", "imsize": 256, "n_caps": 5, "seqlen": 18, "lstm_dim": 512, "emb_dim": 512,
     "z_dim": 512, "dr_ratio": 0.5, "finetune_start_layer": 6, "seed": 123, "bs": 32,
     "optim": "adam", "alpha": 0.9, "beta": 0.999, "lr": 5e-4, "lrmult_conv": 0.001,
@@ -24,9 +24,14 @@ SEED_DEFAULTS = {
 }
 
 
+# the seed's defaults were its author's folders (/work/asalvador/sat_keras/,
+# /seq/segmentation/COCO/tools)
+CHANGED_DEFAULTS = {"data_folder": ".", "coco_path": None}
+
+
 def test_seed_defaults():
     parsed = vars(imcap_args.parse_args([]))
-    for name, value in SEED_DEFAULTS.items():
+    for name, value in {**SEED_DEFAULTS, **CHANGED_DEFAULTS}.items():
         assert parsed[name] == value, name
 
 
@@ -117,3 +122,53 @@ def test_the_readme_lists_every_flag():
     for action in get_parser()._actions:
         if action.option_strings and action.dest != "help":
             assert f"| `{action.option_strings[0]}` |" in readme, action.option_strings[0]
+
+
+def flags_in(text):
+    """The first spelling of every flag of the parser that ``text`` mentions."""
+    return {action.option_strings[0] for action in imcap_args.get_parser()._actions
+            if action.option_strings and re.search(
+                rf"(?<![\w-]){re.escape(action.option_strings[0])}(?!\w)", text)}
+
+
+def test_help_shows_every_default_and_no_help_ends_in_a_colon():
+    parser = imcap_args.get_parser("train.py")
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert not action.help.rstrip().endswith(":"), action.option_strings[0]
+            assert "(default: " in formatter._get_help_string(action), action.option_strings[0]
+    text = " ".join(parser.format_help().split())
+    for shown in ("-bs BS, --bs BS batch size (images) (default: 32)",
+                  "(default: cocotalk_challenge.h5)", "when missing (default: .)",
+                  "prepro_coco.py --coco_path DIR (default: None)"):
+        assert shown in text, shown
+    options = text[text.index("options:"):]
+    lstm = options[options.index("--lstm [BOOL]"):options.index("--lrmults [BOOL]")]
+    assert "no attention" in lstm and "spatial attention" in lstm and "--sgate" in lstm
+    assert lstm.rstrip().endswith("(default: off, i.e. attention)")
+    assert "True" not in lstm
+
+
+def test_test_py_help_lists_only_the_flags_test_py_reads_and_accepts_the_others():
+    text = imcap_args.get_parser("test.py").format_help()
+    expected = {action.option_strings[0] for action in imcap_args.get_parser()._actions
+                if action.dest in imcap_args.TEST_FLAGS}
+    assert flags_in(text) == expected | {"-h"}
+    assert "-imsize" in flags_in(imcap_args.get_parser().format_help())
+    parsed = imcap_args.parse_args(["-imsize", "64", "--sgate", "-bsize", "3"], "test.py")
+    assert (parsed.imsize, parsed.sgate, parsed.bsize) == (64, True, 3)
+
+
+@pytest.mark.parametrize("script", ["train.py", "test.py"])
+def test_help_is_fast_and_does_not_start_tensorflow(script):
+    """-X importtime lists every module imported: --help imports neither TensorFlow nor Keras."""
+    done = subprocess.run([sys.executable, "-X", "importtime", os.path.join("imcap", script),
+                           "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"usage: {script}")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}
+    other = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert other == []

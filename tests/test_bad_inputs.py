@@ -12,9 +12,12 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
+import urllib.error
 import zipfile
 from dataclasses import dataclass, field
+from unittest import mock
 
 import h5py
 import keras
@@ -69,6 +72,20 @@ class World:
 
     def __init__(self, root, shared):
         self.root, self.shared = root, shared
+        self.patches = contextlib.ExitStack()  # undone by run_case after the case
+
+    def offline(self):
+        """No network and an empty Keras cache in the case's folder."""
+        from keras.src.backend import config as keras_config
+        from keras.src.utils import file_utils
+
+        def no_network(url, target, progress=None):
+            raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+        os.makedirs(self.path("keras"))  # get_file falls back to /tmp/.keras without it
+        self.patches.enter_context(mock.patch.object(keras_config, "_KERAS_DIR",
+                                                     self.path("keras")))
+        self.patches.enter_context(mock.patch.object(file_utils, "urlretrieve", no_network))
+        return []
 
     def path(self, *parts):
         return str(self.root.joinpath(*parts))
@@ -238,11 +255,21 @@ CASES = [
     Case("coco_image_without_captions", "prepro_coco", "a COCO image no caption names",
          lambda w: w.coco(val_captions=()),
          ["captions_val2014.json", "image 1 (a.jpg) has no captions"]),
+    Case("skip_bad_too_few_left", "prepro_coco",
+         "--skip_bad_images leaving 2 of 3 images for --num_val 1, --num_test 1 and one train",
+         lambda w: w.raw({"b.jpg": b""}) + ["--skip_bad_images"],
+         ["2 of 3 images remain", "too few for --num_val 1 + --num_test 1 and one train image",
+          "was dropped (b.jpg: file is empty (0 bytes))"]),
     Case("unknown_flag", "prepro_coco", "a flag that does not exist",
          lambda w: w.raw() + ["--bogus", "1"], ["unrecognized arguments: --bogus 1"], 2),
     Case("imsize_zero", "prepro_coco", "--imsize 0",
          lambda w: w.raw() + ["--imsize", "0"], ["--imsize must be at least 1, got 0"], 2),
     # train.py
+    Case("imagenet_weights_offline", "train", "-cnn_weights imagenet without network",
+         lambda w: w.data_folder() + w.offline() + TINY + ["-cnn_weights", "imagenet"],
+         ["cannot download the ImageNet weights of resnet from https://",
+          "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "-cnn_weights FILE",
+          "-cnn_weights none"]),
     Case("h5_missing_dataset", "train", "an HDF5 without 'label_end_ix'",
          lambda w: w.data_folder(edit_h5=drop("label_end_ix")) + TINY,
          ["cocotalk_challenge.h5", "dataset 'label_end_ix' is missing"]),
@@ -311,6 +338,13 @@ CASES = [
          lambda w: w.results({"image_id": 1, "caption": "a"}),
          ["results.json", "expected a list"]),
     # caption.py and export.py
+    Case("caption_folder_without_images", "caption", "a folder holding no image file",
+         lambda w: [os.makedirs(w.path("photos")) or w.path("photos"), "-model_file",
+                    w.shared["model"]],
+         ["folder", "photos has no image files (.bmp, .gif, .jpeg, .jpg, .png"]),
+    Case("caption_glob_matches_nothing", "caption", "a glob that matches no file",
+         lambda w: [w.path("photos", "*.jpg"), "-model_file", w.shared["model"]],
+         ["no file matches the glob", "photos/*.jpg"]),
     Case("caption_missing_image", "caption", "an image path that does not exist",
          lambda w: [w.path("nowhere.jpg"), "-model_file", w.shared["model"]],
          ["image file not found", "nowhere.jpg"]),
@@ -378,7 +412,7 @@ def run_case(case, root, shared):
     before = snapshot(root)
     err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stderr(err), world.patches:
             COMMANDS[case.command](argv)
         status = 0
     except SystemExit as stop:

@@ -103,3 +103,44 @@ def test_attention_map_peaks_on_the_attended_cell_and_thresholds():
     assert ((cut == 0) | (cut >= 0.5)).all() and (cut == 0).sum() > (smooth == 0).sum()
     with pytest.raises(ValueError, match="not a square grid"):
         attention_map(np.ones(10), 64)
+
+
+
+def test_folders_and_globs_expand_to_their_images(model_file, images, capsys):
+    """A folder gives its images in name order, a glob the files it matches, mixed with files."""
+    folder = os.path.dirname(images[0])
+    records = caption.main([folder, os.path.join(folder, "*.jpg"), images[1],
+                            "-model_file", model_file])
+    printed = [line.split("\t")[0] for line in capsys.readouterr().out.strip().splitlines()]
+    in_order = sorted(images)
+    assert printed == in_order + [p for p in in_order if p.endswith(".jpg")] + [images[1]]
+    assert [record["image"] for record in records] == printed
+    assert all(record["caption"] for record in records)
+
+
+def test_folder_expansion_skips_other_files_hidden_files_and_subfolders(tmp_path):
+    for name in ("b.PNG", "a.jpeg", "notes.txt", ".hidden.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.jpg").mkdir()
+    (tmp_path / "sub.jpg" / "c.jpg").write_bytes(b"x")
+    expected = [str(tmp_path / "a.jpeg"), str(tmp_path / "b.PNG")]
+    assert caption.expand_images([str(tmp_path)]) == expected
+    assert caption.expand_images([str(tmp_path / "*.jp*g"), "missing.jpg"]) == [
+        str(tmp_path / "a.jpeg"), "missing.jpg"]  # the glob's folder left out, missing kept
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("{tmp}", "folder {tmp} has no image files (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, "
+              ".webp)"),
+    ("{tmp}/*.jpg", "no file matches the glob {tmp}/*.jpg"),
+])
+def test_a_folder_without_images_or_a_glob_matching_nothing_is_one_line(model_file, tmp_path,
+                                                                         capsys, spec, message):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden.jpg").write_bytes(b"")
+    (tmp_path / "folder.jpg").mkdir()
+    spec, message = spec.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        caption.main([spec, "-model_file", model_file])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"caption: error: {message}"]

@@ -1,11 +1,15 @@
 """Encoder: grids of each CNN, weights files, freezing and fine-tuning, feature statistics."""
 
+import socket
+import urllib.error
+
 import keras
 import numpy as np
 import pytest
 
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
+from imcap.models import encoder as encoder_module
 from imcap.models.encoder import build_encoder, set_trainable
 from imcap.models.feature_standardization import FeatureStandardization, feature_statistics
 
@@ -47,6 +51,58 @@ def test_local_weights_file(tmp_path):
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     expected = np.asarray(source(images)).reshape(2, -1, 512)
     np.testing.assert_allclose(loaded(images), expected, atol=1e-5)
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No network, and an empty Keras cache in tmp_path/keras: Keras' own download code runs
+    (get_file) and fails as it does offline; the real ~/.keras is not touched."""
+    from keras.src.backend import config as keras_config
+    from keras.src.utils import file_utils
+
+    def no_network(url, target, progress=None):
+        with open(target, "wb") as f:
+            f.write(b"partial")  # a download cut short: get_file must remove it
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    (tmp_path / "keras").mkdir()  # get_file falls back to /tmp/.keras where there is none
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    return tmp_path / "keras" / "models"
+
+
+def test_imagenet_weights_offline_is_one_line_naming_the_url_and_remedies(offline, capsys):
+    from imcap.utils.cli import one_line_errors
+
+    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with pytest.raises(ValueError) as error:
+        build_encoder("resnet", "imagenet", 32)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("cannot download the ImageNet weights of resnet from https://"
+                              f"storage.googleapis.com/tensorflow/keras-applications/resnet/{name}"
+                              " ([Errno -2] Name or service not known); ")
+    assert f"-cnn_weights FILE, or put it at {offline / name} (where Keras" in message
+    assert message.endswith("or use -cnn_weights none (random initialisation)")
+    assert list(offline.iterdir()) == []  # no partial download left in the cache
+    with pytest.raises(SystemExit) as stop, one_line_errors("train"):
+        build_encoder("vgg16", "imagenet", 32)
+    assert stop.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "train: error: cannot download the ImageNet weights of vgg16 from https://")
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in lines[0]
+
+
+def test_only_the_download_failure_is_rewritten():
+    assert encoder_module.download_error("resnet", RuntimeError("URL fetch failure on x: y")) \
+        is None
+    assert encoder_module.download_error("resnet", Exception("something else")) is None
+    http = encoder_module.download_error("vgg19", Exception(
+        "URL fetch failure on https://host/w/vgg19_notop.h5: 403 -- Forbidden"))
+    assert str(http).startswith("cannot download the ImageNet weights of vgg19 from "
+                                "https://host/w/vgg19_notop.h5 (403 -- Forbidden); ")
+    assert "vgg19_notop.h5 (where Keras looks" in str(http)
 
 
 def test_frozen_encoder_keeps_batch_norm_in_inference_mode():

@@ -8,10 +8,13 @@ uninterrupted run, having lost at most one checkpoint interval.
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import h5py
 import keras
@@ -26,7 +29,7 @@ from tests.test_security import assert_only_json_hdf5_and_keras
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = 2  # -ckpt_every: the tiny set has 3 steps per epoch (20 images, batches of 8)
 STEPS = 3
-FLAGS = ["-nepochs", "2", "-ftnepochs", "0", "-dr_ratio", "0", "-es_metric", "loss",
+FLAGS = ["-nepochs", "2", "-ftnepochs", "0", "-dr_ratio", "0.3", "--dr", "-es_metric", "loss",
          "-ckpt_every", str(EVERY), "-pat", "5", "-cnn_weights", "none",
          "-cnn_layer", "conv2_block1_out", "-imsize", "32", "-emb_dim", "16", "-z_dim", "16",
          "-lstm_dim", "16", "-bs", "8", "-lr", "0.01", "--sgate", "--log_term", "-seed", "7"]
@@ -93,11 +96,49 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(point, count, trained
         os.path.basename(reference["best_epoch_path"])
     np.testing.assert_allclose([h["loss"] for h in resumed["history"]],
                                [h["loss"] for h in reference["history"]], rtol=1e-5)
-    for x, y in zip(checkpoints.load_model(resumed["last_path"]).get_weights(),
-                    checkpoints.load_model(reference["last_path"]).get_weights()):
+    for x, y in zip(checkpoints.load_model(resumed["last_path"], compile=False).get_weights(),
+                    checkpoints.load_model(reference["last_path"], compile=False).get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-5)
     assert not [name for name in os.listdir(models) if ".partial" in name]
 
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_in_the_terminal_and_the_log_and_its_command_resumes_exactly(
+        straight, shapes_prepro, tmp_path):
+    """SIGINT in the middle of training: exit status 130, one line naming where it stopped, the
+    last complete checkpoint and the command that goes on; the same line in the log; running
+    that command ends like an uninterrupted run (dropout masks included)."""
+    reference, _ = straight
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    flags = ["-data_folder", str(folder)] + [f for f in FLAGS if f != "--log_term"]
+    state_file = folder / "models" / "model_state.json"
+    child = subprocess.Popen([sys.executable, "train.py"] + flags, cwd=os.path.join(REPO, "imcap"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    while not state_file.exists() and child.poll() is None:  # the first step checkpoint
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=600)
+    assert child.returncode == 130, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    kept = read_state(folder)["stages"]["frozen"]["last_path"]
+    match = re.fullmatch(r"train: interrupted in stage frozen, epoch [12], after step [0-3]; the "
+                         r"last complete checkpoint is (\S+); go on with: (python train\.py .*)",
+                         line)
+    assert match and match.group(1) == kept, line
+    assert "Traceback" not in err
+    assert line[len("train: "):] in (folder / "logs" / "model.log").read_text()
+    command = shlex.split(match.group(2))
+    assert command[-1] == "--resume"
+    done = subprocess.run([sys.executable] + command[1:], cwd=os.path.join(REPO, "imcap"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = read_state(folder)["stages"]["frozen"]
+    np.testing.assert_allclose([h["loss"] for h in resumed["history"]],
+                               [h["loss"] for h in reference["history"]], rtol=1e-5)
+    for x, y in zip(checkpoints.load_model(resumed["last_path"], compile=False).get_weights(),
+                    checkpoints.load_model(reference["last_path"], compile=False).get_weights()):
+        np.testing.assert_allclose(x, y, atol=1e-5)
 
 @pytest.mark.slow
 def test_kill_9_while_caching_features_then_the_rerun_resumes_it(shapes_prepro, tmp_path,

@@ -327,8 +327,10 @@ def test_skip_bad_images_drops_and_lists_them(tmp_path, capsys):
     (tmp_path / "img" / "3.png").unlink()
     run_on(tmp_path, images, "--skip_bad_images", "--word_count_threshold", 0)
     printed = capsys.readouterr().out
-    assert "dropped 2 unreadable images" in printed
-    assert "img/1.png" in printed and "img/3.png" in printed
+    listed = tmp_path / "out" / "d_dropped.txt"
+    assert f"dropped 2 unreadable or missing images, listed in {listed}" in printed
+    assert "img/1.png" not in printed and "img/3.png" not in printed  # in the list, not stdout
+    assert listed.read_text() == "img/1.png\tfile is empty (0 bytes)\nimg/3.png\tfile not found\n"
     with h5py.File(tmp_path / "out" / "d.h5", "r") as f:
         assert f["images"].shape == (3, 3, 8, 8)
         assert len(f["label_start_ix"]) == 3

@@ -197,5 +197,11 @@ def test_the_seeds_readme_commands(data_folder, how):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stage frozen: 1 epochs" in done.stdout
     log_file = data_folder / "logs" / "model.log"
-    assert "stage frozen epoch 1: loss" in log_file.read_text()
+    epoch_line = r"stage frozen epoch 1/1: loss [0-9.]+, val loss [0-9.]+ \(best\), [0-9]+ s"
+    assert re.search(epoch_line, log_file.read_text())
+    # the terminal: the log's path and one line per epoch; no TensorFlow start-up noise
+    assert f"logging to {log_file}" in done.stdout
+    assert re.search(epoch_line, done.stdout)
+    for noise in ("absl::InitializeLog", "cuInit", "cudart_stub", "Epoch 1/1"):
+        assert noise not in done.stdout + done.stderr
     assert (data_folder / "logs" / "tensorboard" / "model_frozen").is_dir()

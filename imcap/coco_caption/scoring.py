@@ -4,6 +4,8 @@ BLEU-1..4, METEOR, ROUGE_L and CIDEr. The PTB tokenizer and METEOR run Java (as 
 pycocoevalcap); ask only for the metrics you need, METEOR's Java start-up takes seconds.
 """
 
+import contextlib
+import io
 import os
 
 from pycocoevalcap.bleu.bleu import Bleu
@@ -13,6 +15,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from imcap.utils.fileio import DataError, load_json
+from imcap.utils.quiet import quiet_subprocess_stderr
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 SPICE = "SPICE"
@@ -71,8 +74,9 @@ def score_captions(ground_truth, results, metrics=METRICS):
         raise DataError(f"{len(missing)} result image ids have no ground truth, e.g. "
                         f"{missing[:5]}")
     tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({i: [{"caption": c} for c in ground_truth[i]] for i in ids})
-    res = tokenizer.tokenize({i: [{"caption": results[i]}] for i in ids})
+    with quiet_subprocess_stderr():  # Java prints "PTBTokenizer tokenized N tokens" per call
+        gts = tokenizer.tokenize({i: [{"caption": c} for c in ground_truth[i]] for i in ids})
+        res = tokenizer.tokenize({i: [{"caption": results[i]}] for i in ids})
     scorers = []
     if any(m.startswith("Bleu") for m in metrics):
         scorers.append((Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]))
@@ -87,7 +91,8 @@ def score_captions(ground_truth, results, metrics=METRICS):
         scorers.append((Spice(), [SPICE]))
     overall, per_image = {}, {i: {} for i in ids}
     for scorer, names in scorers:
-        score, scores = scorer.compute_score(gts, res)
+        with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its n-gram counts
+            score, scores = scorer.compute_score(gts, res)
         if len(names) == 1:
             score, scores = [score], [scores]
         for name, value, values in zip(names, score, scores):

@@ -1,6 +1,7 @@
 """The CNN encoder: a keras.applications network cut at a convolutional block, as region features."""
 
 import os
+import re
 
 import keras
 
@@ -23,6 +24,41 @@ def resolve_weights(cnn_weights):
     return cnn_weights
 
 
+_FETCH_FAILURE = re.compile(r"URL fetch failure on (\S+?): (.*)", re.DOTALL)
+
+
+def keras_cache_folder():
+    """Where ``keras.utils.get_file`` keeps downloaded weights: ``$KERAS_HOME/models`` (by
+    default ``~/.keras/models``)."""
+    try:
+        from keras.src.backend.config import keras_home
+        home = os.path.expanduser(keras_home())
+    except ImportError:  # another Keras layout: its documented default
+        home = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
+    if not os.access(home, os.W_OK):  # get_file's own fallback
+        home = os.path.join("/tmp", ".keras")
+    return os.path.join(home, "models")
+
+
+def download_error(cnn, error):
+    """The one-line ``ValueError`` for a failed download of ImageNet weights, or None when
+    ``error`` is something else.
+
+    ``keras.utils.get_file`` raises a bare ``Exception("URL fetch failure on URL: CODE --
+    REASON")`` (from the ``urllib.error.URLError`` or ``HTTPError``) and removes its partial file.
+    """
+    match = _FETCH_FAILURE.match(str(error))
+    if type(error) is not Exception or not match:
+        return None
+    url, reason = match.group(1), " ".join(match.group(2).split())
+    reason = reason[len("None -- "):] if reason.startswith("None -- ") else reason  # no errno
+    cached = os.path.join(keras_cache_folder(), url.rsplit("/", 1)[-1])
+    return ValueError(
+        f"cannot download the ImageNet weights of {cnn} from {url} ({reason}); fetch that file "
+        f"where there is network and pass -cnn_weights FILE, or put it at {cached} (where Keras "
+        f"looks before downloading), or use -cnn_weights none (random initialisation)")
+
+
 def build_encoder(cnn="resnet", cnn_weights="imagenet", image_size=256, cnn_layer=None):
     """Builds ``images (B, S, S, 3) -> region features (B, K, D)`` as a functional model.
 
@@ -30,6 +66,10 @@ def build_encoder(cnn="resnet", cnn_weights="imagenet", image_size=256, cnn_laye
         cnn: ``resnet`` (ResNet-50), ``vgg16`` or ``vgg19``.
         cnn_weights: ``"imagenet"`` (Keras downloads and caches them), ``None`` / ``"none"``
             (random initialisation), or a path to a weights file of the same network.
+
+    Raises:
+        ValueError: bad arguments, or ``"imagenet"`` weights that cannot be downloaded (one line
+            naming the URL, the file to provide instead and ``-cnn_weights none``).
         image_size: S; images are preprocessed as keras.applications expects (caffe mode).
         cnn_layer: name of the layer whose output is the grid (default: the last conv block,
             ResNet-50 ``conv5_block3_out``, 8 x 8 x 2048 at 256 px; e.g. ``conv4_block6_out``).
@@ -47,8 +87,14 @@ def build_encoder(cnn="resnet", cnn_weights="imagenet", image_size=256, cnn_laye
     local_file = weights not in (None, "imagenet")
     # === Layers ===
     images = keras.Input((image_size, image_size, 3), name="images")
-    base = CNNS[cnn](include_top=False, weights=None if local_file else weights,
-                     input_tensor=images)
+    try:
+        base = CNNS[cnn](include_top=False, weights=None if local_file else weights,
+                         input_tensor=images)
+    except Exception as e:
+        offline = download_error(cnn, e)
+        if offline is None:
+            raise
+        raise offline from e
     if local_file:
         base.load_weights(weights)
     try:

@@ -34,6 +34,11 @@ Output:
   "file_path", "id"}, ...]}`` in the order of the HDF5;
 * ``<output_json minus .json>_{val,test}_gt.json``: COCO-format ground-truth captions of val and
   test (raw captions), which eval_caps scores against.
+* ``<output_json minus .json>_dropped.txt``, with ``--skip_bad_images`` and only when an image
+  was dropped: ``file_path<TAB>reason``, a line per image left out. Bad images are dropped before
+  the random split is drawn, so it still gets ``--num_val`` and ``--num_test`` images (or the run
+  stops, when too few remain for them and one train image); a given split keeps each image's split
+  (and the run stops when its val or test images are all gone).
 
 Text processing is the seed's, exactly (see ``imcap.utils.vocab``): with the seed's defaults the
 labels, pointers, lengths, vocabulary and image list equal what the seed's script writes under
@@ -73,8 +78,9 @@ def load_records(params):
     return records
 
 
-def process_text(records, params):
-    """Tokenizes, builds the vocabulary, assigns random splits if needed, and encodes captions.
+def process_text(records, params, random_split):
+    """Tokenizes, builds the vocabulary, assigns the random split if ``random_split``, and
+    encodes captions.
 
     Returns ``(vocabulary list, labels, label_start_ix, label_end_ix, label_length)``.
     """
@@ -89,9 +95,9 @@ def process_text(records, params):
     words = vocab.build_vocab(counts, threshold)
     if words[-1] == vocab.UNK:
         print("inserting the special UNK token")
-    if records[0]["split"] is None:
-        sources.assign_random_splits(records, params["num_val"], params["num_test"])
-        print("assigned %d to val, %d to test." % (params["num_val"], params["num_test"]))
+    if random_split:
+        print("assigned %d to val, %d to test." % sources.assign_random_splits(
+            records, params["num_val"], params["num_test"]))
     split_sizes = {s: sum(r["split"] == s for r in records) for s in sources.SPLITS}
     print("split sizes: " + ", ".join(f"{s} {n}" for s, n in split_sizes.items() if n))
     if not split_sizes["train"]:
@@ -105,41 +111,100 @@ def process_text(records, params):
 
 
 def check_image_files(records, images_root, skip_bad):
-    """Fails fast (before any decoding) on a missing image file; returns indices of missing ones."""
-    missing = []
+    """Fails fast (before any decoding) on a missing image file; with ``skip_bad``, returns
+    ``{index: reason}`` of the missing ones instead."""
+    missing = {}
     for i, record in enumerate(records):
         path = os.path.join(images_root, record["file_path"])
         if not os.path.isfile(path):
             if not skip_bad:
                 raise DataError(f"image {i} ({record['file_path']}): file not found: {path}")
-            missing.append(i)
+            missing[i] = "file not found"
     return missing
 
 
-def write_images(h5_file, records, params, skip):
-    """Streams every image into ``images`` (N, 3, S, S) uint8; returns indices of bad images."""
+def write_images(h5_file, records, params):
+    """Streams every image into ``images`` (N, 3, S, S) uint8, in the order of ``records``.
+
+    An unreadable image stops the run, or with ``--skip_bad_images`` is left out; returns
+    ``{index: reason}`` of those left out.
+    """
     size = params["imsize"]
-    skip = set(skip)
-    wanted = [i for i in range(len(records)) if i not in skip]
-    paths = [os.path.join(params["images_root"], records[i]["file_path"]) for i in wanted]
-    dataset = h5_file.create_dataset("images", (len(wanted), 3, size, size), dtype="uint8",
+    paths = [os.path.join(params["images_root"], r["file_path"]) for r in records]
+    dataset = h5_file.create_dataset("images", (len(paths), 3, size, size), dtype="uint8",
                                      maxshape=(None, 3, size, size), chunks=(1, 3, size, size))
-    bad, written = list(skip), 0
+    bad, written = {}, 0
     with tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr) as progress:
         for start, block, errors in images.read_images(paths, size, params["workers"],
                                                        draft_ratio=params["jpeg_draft_ratio"]):
             for j, message in errors.items():
-                index = wanted[start + j]
+                index = start + j
                 if not params["skip_bad_images"]:
                     raise DataError(f"image {index} ({records[index]['file_path']}): {message}")
-                bad.append(index)
+                # the list names the file already: keep what follows its path
+                bad[index] = message.split(f"{paths[index]}: ", 1)[-1]
             if errors:
                 block = np.delete(block, list(errors), axis=0)
             dataset[written:written + len(block)] = block
             written += len(block)
             progress.update(len(block) + len(errors))
     dataset.resize(written, axis=0)
-    return sorted(bad)
+    return bad
+
+
+def drop_images(records, bad, dropped):
+    """Returns ``records`` without those at the indices of ``bad`` (``{index: reason}``), and
+    adds ``(file_path, reason)`` of each to ``dropped``."""
+    dropped += [(records[i]["file_path"], reason) for i, reason in bad.items()]
+    return [r for i, r in enumerate(records) if i not in bad]
+
+
+def count_bad(dropped):
+    """'N unreadable or missing images', for messages."""
+    return f"{len(dropped)} unreadable or missing image" + ("" if len(dropped) == 1 else "s")
+
+
+def check_dropped(records, dropped, total, given, params):
+    """Stops with one line when dropping bad images leaves no image, leaves the random split
+    short of the ``--num_val`` + ``--num_test`` images (and one train image) that the input had
+    room for, or empties a given val or test split. ``total``: the number of images before any
+    was dropped; ``given``: the number of images of each given split then (None: random split).
+    """
+    if not dropped:
+        return
+    file_path, reason = min(dropped)
+    one = len(dropped) == 1
+    which = (f"{count_bad(dropped)} {'was' if one else 'were'} dropped "
+             f"({'' if one else 'the first, '}{file_path}: {reason})")
+    if not records:
+        raise DataError(f"no image is left: {which}")
+    if given is None:
+        need = params["num_val"] + params["num_test"] + 1
+        if len(records) < need <= total:
+            raise DataError(f"{len(records)} of {total} images remain, too few for --num_val "
+                            f"{params['num_val']} + --num_test {params['num_test']} and one "
+                            f"train image: {which}")
+        return
+    for split in coco_gt.GT_SPLITS:
+        if given[split] and not any(r["split"] == split for r in records):
+            raise DataError(f"the {split} split is empty: all its {given[split]} images are gone, "
+                            f"{which}")
+
+
+def dropped_list_path(output_json):
+    """The list of the images ``--skip_bad_images`` dropped, written next to ``output_json``."""
+    root, _ = os.path.splitext(output_json)
+    return f"{root}_dropped.txt"
+
+
+def write_dropped_list(path, dropped):
+    """Writes one ``file_path<TAB>reason`` line per dropped image, sorted by path, and syncs."""
+    with open(path, "w", encoding="utf-8") as f:
+        for file_path, reason in sorted(dropped):
+            reason = " ".join(reason.split())  # one line, no tab
+            f.write(f"{file_path}\t{reason}\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_labels(h5_file, labels, label_start_ix, label_end_ix, label_length):
@@ -165,48 +230,60 @@ def main(params):
     records = load_records(params)
     random.seed(123)  # the seed's shuffle, for identical output
     random.shuffle(records)
-    if records[0]["split"] is not None:
+    random_split, given = records[0]["split"] is None, None
+    if not random_split:
         sources.merge_restval(records, params["keep_restval"])
+        given = {s: sum(r["split"] == s for r in records) for s in sources.SPLITS}
 
     for path in (params["output_h5"], params["output_json"]):
         fileio.prepare_output(path)
-    text = process_text(records, params)
+    # bad images go before the splits are drawn: missing files now, unreadable ones as they are
+    # decoded (the split, the vocabulary and the labels are then computed again without them)
+    total, dropped = len(records), []
+    if not params["no_images"]:
+        missing = check_image_files(records, params["images_root"], params["skip_bad_images"])
+        records = drop_images(records, missing, dropped)
+        check_dropped(records, dropped, total, given, params)
+    text = process_text(records, params, random_split)
     if not params["no_images"]:
         fileio.check_space(params["output_h5"], len(records) * 3 * params["imsize"] ** 2,
                            f"the HDF5 of {len(records)} images")
-    gt_splits = [s for s in coco_gt.GT_SPLITS if any(r["split"] == s for r in records)]
+    dropped_list = dropped_list_path(params["output_json"])
     outputs = [params["output_h5"], params["output_json"]]
-    outputs += [coco_gt.gt_path(params["output_json"], s) for s in gt_splits]
+    every = outputs + [coco_gt.gt_path(params["output_json"], s) for s in coco_gt.GT_SPLITS]
+    every.append(dropped_list)
     try:
         with h5py.File(fileio.partial_path(params["output_h5"]), "w") as h5_file:
             if not params["no_images"]:
-                missing = check_image_files(records, params["images_root"],
-                                            params["skip_bad_images"])
-                bad = write_images(h5_file, records, params, missing)
-                if bad:
-                    print(f"dropped {len(bad)} unreadable images:")
-                    for i in bad:
-                        print(f"  {records[i]['file_path']}")
-                    bad = set(bad)
-                    records = [r for i, r in enumerate(records) if i not in bad]
-                    if not records:
-                        raise DataError("every image was unreadable")
-                    print("recomputing the vocabulary without them")
-                    text = process_text(records, params)
+                unreadable = write_images(h5_file, records, params)
+                records = drop_images(records, unreadable, dropped)
+                check_dropped(records, dropped, total, given, params)
+                if dropped:
+                    redo = "vocabulary and split" if random_split else "vocabulary"
+                    print(f"dropped {count_bad(dropped)}, listed in {dropped_list}"
+                          + (f"; computing the {redo} again without them" if unreadable else ""))
+                if unreadable:
+                    text = process_text(records, params, random_split)
             write_labels(h5_file, *text[1:])
         fileio.write_json(fileio.partial_path(params["output_json"]), output_json(text[0], records))
         if all(r["id"] is not None for r in records):
-            for split in gt_splits:
-                gt = coco_gt.build_gt(records, split, params["source"])
-                fileio.write_json(fileio.partial_path(outputs[2 + gt_splits.index(split)]), gt)
+            for split in coco_gt.GT_SPLITS:
+                if any(r["split"] == split for r in records):
+                    outputs.append(coco_gt.gt_path(params["output_json"], split))
+                    gt = coco_gt.build_gt(records, split, params["source"])
+                    fileio.write_json(fileio.partial_path(outputs[-1]), gt)
         else:
             print("images have no 'id': no ground-truth caption files written")
-            outputs = outputs[:2]
+        if dropped:
+            outputs.append(dropped_list)
+            write_dropped_list(fileio.partial_path(dropped_list), dropped)
+        elif os.path.isfile(dropped_list):
+            os.remove(dropped_list)  # an earlier run's list: no image of this run was dropped
         # the JSON last: a JSON in place means the whole run finished
         for path in [outputs[0]] + outputs[2:] + [outputs[1]]:
             fileio.commit(path)
     except BaseException:
-        for path in outputs:
+        for path in every:
             fileio.discard(path)
         raise
     for path in outputs:
@@ -255,7 +332,9 @@ def get_parser():
     parser.add_argument("--no_images", action="store_true",
                         help="labels only, no images dataset (for precomputed features)")
     parser.add_argument("--skip_bad_images", action="store_true",
-                        help="drop unreadable or missing images and list them, instead of stopping")
+                        help="drop unreadable or missing images before the splits are drawn, "
+                             "and list them in OUT_dropped.txt beside --output_json, instead "
+                             "of stopping")
     return parser
 
 

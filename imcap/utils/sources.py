@@ -207,7 +207,11 @@ def merge_restval(records, keep_restval):
 
 
 def assign_random_splits(records, num_val, num_test):
-    """The seed's split, on already shuffled records: first ``num_val`` val, next ``num_test`` test."""
+    """The seed's split, on already shuffled records: first ``num_val`` val, next ``num_test`` test.
+
+    Returns the numbers of val and test images assigned (fewer than asked when the records run
+    out).
+    """
     for i, record in enumerate(records):
         if i < num_val:
             record["split"] = "val"
@@ -215,3 +219,4 @@ def assign_random_splits(records, num_val, num_test):
             record["split"] = "test"
         else:
             record["split"] = "train"
+    return min(num_val, len(records)), min(num_test, max(0, len(records) - num_val))

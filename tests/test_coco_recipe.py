@@ -1,0 +1,82 @@
+"""The README's MS COCO recipe, run as written with bash, on a small COCO-layout set.
+
+Only sizes change: 224 px instead of 256, 2 epochs per stage, batches of 8, random CNN weights
+(ImageNet weights cannot be downloaded here). The default encoder (full ResNet-50) at 224 px
+with batches of 8 is the smallest setting found where greedy decoding from images failed on
+its second call before issue 13's fix (validation of epoch 2, test.py's second batch).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from imcap.utils import make_shapes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZES = {"train.py": "-imsize 224 -cnn_weights none -nepochs 2 -ftnepochs 2 -bs 8",
+         "test.py": "-bs 8"}
+
+
+def readme_recipe():
+    """The shell block of the README's "MS COCO, end to end" section that runs prepro_coco.py."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## MS COCO, end to end"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    return next(block for block in blocks if "prepro_coco.py" in block)
+
+
+def with_sizes(recipe, coco, splits, data):
+    """The recipe with its paths pointed at the test's folders and the test's sizes."""
+    recipe = recipe.replace("--imsize 256", "--imsize 224")
+    lines = []
+    for line in recipe.replace("\\\n", " ").splitlines():
+        if line.startswith("export COCO="):
+            line = f"export COCO={coco} SPLITS={splits} DATA={data}"
+        for script, flags in SIZES.items():
+            if line.startswith(f"python {script} "):
+                command, _, comment = line.partition("#")
+                line = f"{command.rstrip()} {flags}"
+        lines.append(line)
+    return "\n".join(["set -euo pipefail", f"cd {REPO}"] + lines)
+
+
+@pytest.mark.slow
+def test_the_readme_coco_recipe_runs_as_written(tmp_path):
+    recipe = readme_recipe()
+    assert "cd imcap/utils" in recipe and "cd coco_caption" in recipe
+    assert "--cnntrain -bsize 3" in recipe
+    coco = tmp_path / "COCO"
+    make_shapes.generate(str(coco), num_train=16, num_restval=0, num_val=8, num_test=16,
+                         image_size=64, seed=5)
+    data = tmp_path / "coco_run"
+    script = with_sizes(recipe, coco, coco / "splits", data)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    with open(data / "models" / "model_state.json") as f:
+        stages = json.load(f)["stages"]
+    for stage in ("frozen", "finetune"):
+        assert stages[stage]["done"] and stages[stage]["epochs_done"] == 2
+        assert [h["epoch"] for h in stages[stage]["history"]] == [1, 2]
+    log = (data / "logs" / "model.log").read_text()
+    for stage in ("frozen", "finetune"):
+        for epoch in (1, 2):
+            assert f"stage {stage} epoch {epoch}/2: loss" in log
+    results = {}
+    for method in ("greedy", "beam3"):
+        with open(data / "results" / f"model_cnntrain_best_test_{method}.json") as f:
+            results[method] = json.load(f)
+        assert len(results[method]) == 16  # two batches of 8
+        assert len({r["image_id"] for r in results[method]}) == 16
+    with open(data / "results" / "model_cnntrain_best_test_beam3_scores.json") as f:
+        scores = json.load(f)
+    assert set(scores["overall"]) >= {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
+    assert "PTBTokenizer" not in done.stdout + done.stderr
