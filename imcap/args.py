@@ -148,7 +148,8 @@ def get_parser(prog=None):
     parser.option("z_dim", default=512, type=positive(int),
                   help="projected region and context size")
     parser.option("dr_ratio", default=0.5, type=probability,
-                  help="LSTM input and recurrent dropout; also the rate of --dr")
+                  help="LSTM recurrent dropout (one mask per gate, as the seed's; the seed's LSTM input "
+                       "dropout never took effect and is not applied); also the rate of --dr")
     parser.option("finetune_start_layer", default=6, type=non_negative(int),
                   help="first CNN layer that fine-tuning trains (the stem below stays frozen)")
     parser.option("nfilters", default=None, type=positive(int),
@@ -223,7 +224,8 @@ def get_parser(prog=None):
     parser.switch("lrmults", "lrmults", help="scale the CNN's updates by -lrmult_conv")
     parser.switch("sgate", "sgate", help="adaptive attention with the visual sentinel")
     parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
-    parser.switch("dr", "dr", help="the seed's extra dropout layers, at -dr_ratio")
+    parser.switch("dr", "dr", help="the seed's extra dropout, at -dr_ratio: on v_g, the regions, the word "
+                       "embedding, the LSTM input, inside the attention and after the output MLP")
     parser.switch("bn", "bn", help="unused by the seed: there is no batch-norm option")
     parser.option("accum", default=1, type=positive(int),
                   help="gradient accumulation: average the gradients of this many batches per "

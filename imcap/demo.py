@@ -79,7 +79,7 @@ def example_figures(attention, vocabulary, data, out_dir, count):
     return paths
 
 
-def run(out, quick=False):
+def run(out, quick=False, seed=123):
     sizes = QUICK if quick else FULL
     steps = Steps(8)
     shapes_dir, run_dir = os.path.join(out, "shapes"), os.path.join(out, "run")
@@ -88,7 +88,7 @@ def run(out, quick=False):
     json_path = os.path.join(run_dir, "data", "shapes.json")
     h5_path = os.path.join(run_dir, "data", "shapes.h5")
     common = ["-data_folder", run_dir, "-json_file", "shapes.json", "-h5file", "shapes.h5",
-              "-imsize", str(sizes["image_size"]), "-seed", "123"]
+              "-imsize", str(sizes["image_size"]), "-seed", str(seed)]
 
     steps("generate the synthetic shapes set (MS COCO layout)")
     make_shapes.generate(shapes_dir, num_train=sizes["num_train"],
@@ -160,9 +160,12 @@ def main(argv=None):
     parser.add_argument("--out", default="demo", help="output folder")
     parser.add_argument("--quick", action="store_true",
                         help="a small dataset and one epoch (CI), the same code path")
+    parser.add_argument("--seed", type=int, default=123,
+                        help="train.py's -seed (weights, dropout, caption order); the data stay "
+                             "the same")
     args = parser.parse_args(argv)
     try:
-        run(args.out, args.quick)
+        run(args.out, args.quick, args.seed)
     except SystemExit as e:
         if e.code:
             print("demo: a step failed (its error is above)", file=sys.stderr)

@@ -103,33 +103,61 @@ def test_saved_model_loads_in_a_fresh_process_with_safe_mode(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == model.config.to_dict()
 
 
-def test_training_reaches_every_dropout(monkeypatch):
-    layer_calls, mask_calls = [], []
+def test_dropout_zeros_what_the_seeds_final_model_drops(monkeypatch):
+    """--dr drops, in this order, what imcap_keras HEAD's model.py drops (lines 66-173): Vg_,
+    Vi, the word embedding, lstm_in, zh_linear, the key sums, zs_linear, the sentinel's key sum
+    and the output MLP's tanh (mlp_in_tanh_dp); the LSTM draws one recurrent mask per gate (5)
+    and none on its input. Each site is told by its shape (B 2, N 3 captions, T 6, K 6, emb 8,
+    z 9, units 7), and each one's output really has zeros in training, none at inference."""
+    sites, masks = [], []
     real_call, real_dropout = keras.layers.Dropout.call, keras.random.dropout
 
     def spy_call(self, inputs, training=False):
-        layer_calls.append((self.rate, bool(training)))
-        return real_call(self, inputs, training=training)
+        outputs = real_call(self, inputs, training=training)
+        live = np.asarray(inputs) != 0  # of the non-zero activations, the share zeroed
+        sites.append((tuple(inputs.shape), bool(training),
+                      float(np.mean(np.asarray(outputs)[live] == 0))))
+        return outputs
 
     def spy_dropout(inputs, rate, *args, **kwargs):
-        mask_calls.append(rate)
+        masks.append((tuple(inputs.shape), rate))
         return real_dropout(inputs, rate, *args, **kwargs)
 
     monkeypatch.setattr(keras.layers.Dropout, "call", spy_call)
     monkeypatch.setattr(keras.random, "dropout", spy_dropout)
-    model = Captioner(tiny_config(dr_ratio=0.3, dropout_layers=True, sent_dropout=0.4))
+    keras.utils.set_random_seed(0)
+    model = Captioner(tiny_config(dr_ratio=0.5, dropout_layers=True, sent_dropout=0.4))
     features, words = inputs()
-    layer_calls.clear()
+    sites.clear()
     model({"features": features, "words": words}, training=False)
-    assert mask_calls == [] and not any(training for _, training in layer_calls)
-    layer_calls.clear()
+    assert masks == [] and all(not training and zeroed == 0 for _, training, zeroed in sites)
+    sites.clear()
     a = np.asarray(model({"features": features, "words": words}, training=True))
-    # --dr dropout on v_g, the regions, the words, h_z, the key sums, s_z, the sentinel key sum
-    # and the MLP input; the LSTM's input and recurrent masks
-    assert layer_calls == [(0.3, True)] * 8
-    assert mask_calls == [0.3, 0.3]
+    expected = [(2, 8),           # Vg_
+                (2, 6, 9),        # Vi
+                (6, 6, 8),        # the word embedding (after its relu)
+                (6, 6, 16),       # lstm_in = [w_t ; v_g]
+                (6, 6, 9),        # zh_linear
+                (6, 6, 6, 8),     # Vi_emb + zh_embed, before the tanh
+                (6, 6, 9),        # zs_linear
+                (6, 6, 1, 8),     # zs_embed + zh_embed, before the tanh
+                (6, 6, 8)]        # mlp_in_tanh_dp: after the MLP's tanh
+    assert [shape for shape, _, _ in sites] == expected
+    for shape, training, zeroed in sites:
+        assert training and 0.15 < zeroed < 0.85, (shape, zeroed)
+    assert masks == [((6, 5, 7), 0.5)]  # one recurrent mask per gate, i f c o g
     b = np.asarray(model({"features": features, "words": words}, training=True))
     assert not np.allclose(a, b)
+
+
+def test_without_the_sentinel_the_lstm_has_no_sentinel_gate():
+    """The seed's LSTM_sent(sentinel=False): four gates, no sentinel weights."""
+    for sgate, gates in ((True, 5), (False, 4)):
+        model = Captioner(tiny_config(sgate=sgate))
+        names = sorted(w.path.split("/")[-1] for w in model.get_layer("hs").weights)
+        sentinel = ["sentinel_bias", "sentinel_kernel", "sentinel_recurrent_kernel"]
+        assert names == sorted(["bias", "kernel", "recurrent_kernel"] + sentinel * (gates == 5))
+        assert model.get_layer("hs").recurrent_kernel_all().shape == (7, gates * 7)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
@@ -174,3 +202,30 @@ def test_config_errors():
         tiny_config(num_regions=None)
     with pytest.raises(ValueError, match="unknown captioner config fields: colour"):
         CaptionerConfig.from_dict(dict(tiny_config().to_dict(), colour="red"))
+
+
+def test_a_checkpoint_from_before_the_seeds_final_model_is_refused_in_one_line(tmp_path):
+    """A .keras saved before model version 2 (its config has no model_version) would compute
+    another function with these layers: loading it is one line naming what changed."""
+    import zipfile
+
+    from imcap.utils import checkpoints
+    from imcap.utils.fileio import DataError
+
+    path = tmp_path / "new.keras"
+    checkpoints.save_model(Captioner(tiny_config()), str(path))
+    assert checkpoints.load_model(str(path), compile=False).config.model_version == 2
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                del config["config"]["config"]["model_version"]
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    with pytest.raises(DataError) as error:
+        checkpoints.load_model(str(old), compile=False)
+    message = str(error.value)
+    assert "\n" not in message and str(old) in message
+    assert "model version 1" in message and "zh_embed (tanh)" in message, message

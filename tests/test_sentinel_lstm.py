@@ -170,3 +170,58 @@ def test_masked_sequence_of_unknown_length():
         tf.TensorSpec((None, None, 3), tf.float32), tf.TensorSpec((None, None), tf.bool)])(x, mask)
     for a, b in zip(tf.nest.flatten(unrolled), tf.nest.flatten(scanned)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_recurrent_dropout_draws_one_mask_per_gate():
+    """The seed's B_U: gate j sees h_{t-1} under its own mask. The layer's output with masks
+    drawn by the layer equals a NumPy recurrence using those masks gate by gate."""
+    x = np.random.default_rng(7).normal(size=(3, 4, 5)).astype("float32")
+    layer = SentinelLSTM(6, recurrent_dropout=0.5)
+    layer.build(x.shape)
+    drawn = []
+    real = layer._dropout_masks
+
+    def keep_masks(*args):
+        input_mask, recurrent_masks = real(*args)
+        drawn.append(np.asarray(recurrent_masks))
+        return input_mask, recurrent_masks
+    layer._dropout_masks = keep_masks
+    h, s, _ = layer(x, training=True)
+    masks = drawn[0]  # (batch, 5 gates, units), each 0 or 2 (kept units scaled by 1 / 0.5)
+    assert masks.shape == (3, 5, 6) and set(np.unique(masks)) <= {0.0, 2.0}
+    assert not all(np.array_equal(masks[:, 0], masks[:, j]) for j in range(1, 5))
+    kernel, recurrent, bias, s_kernel, s_recurrent, s_bias = layer.get_weights()
+    w = np.concatenate([kernel, s_kernel], axis=1)
+    u = np.concatenate([recurrent, s_recurrent], axis=1)
+    b = np.concatenate([bias, s_bias])
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h_t, m_t = np.zeros((3, 6)), np.zeros((3, 6))
+    for t in range(4):
+        z = x[:, t] @ w + b + np.concatenate(
+            [(h_t * masks[:, j]) @ u[:, 6 * j:6 * (j + 1)] for j in range(5)], axis=1)
+        i, f, c, o, g = np.split(z, 5, axis=1)
+        m_t = sigmoid(f) * m_t + sigmoid(i) * np.tanh(c)
+        h_t = sigmoid(o) * np.tanh(m_t)
+        np.testing.assert_allclose(h[:, t], h_t, atol=1e-5)
+        np.testing.assert_allclose(s[:, t], sigmoid(g) * np.tanh(m_t), atol=1e-5)
+
+
+def test_without_the_sentinel_it_is_keras_lstm():
+    """use_sentinel=False: no sentinel weights, no s_t, and keras.layers.LSTM's numbers (the
+    seed's LSTM_sent(sentinel=False)); its step equals the full sequence."""
+    x = np.random.default_rng(8).normal(size=(2, 5, 3)).astype("float32")
+    layer = SentinelLSTM(4, use_sentinel=False)
+    h, (h_last, m_last) = layer(x)
+    assert [w.path.split("/")[-1] for w in layer.weights] == ["kernel", "recurrent_kernel",
+                                                               "bias"]
+    reference = keras.layers.LSTM(4, return_sequences=True)
+    reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_allclose(h, reference(x), atol=1e-5)
+    state = [np.zeros((2, 4), "float32")] * 2
+    for t in range(5):
+        h_t, s_t, state = layer.step(x[:, t], state)
+        assert s_t is None
+        np.testing.assert_allclose(h_t, h[:, t], atol=1e-5)
+    restored = SentinelLSTM.from_config(layer.get_config())
+    assert restored.use_sentinel is False

@@ -26,7 +26,13 @@ class Captioner(keras.Model):
     LSTM never sees the attention context, so all T steps of attention and output run at once
     after it. AdaptiveAttention gives h_z + c_hat_t, then the seed's MLP tanh(W_m .) and the
     vocabulary logits (float32). ``attention=False`` is the seed's ``--lstm`` baseline: logits
-    straight from h_t.
+    straight from h_t. The sentinel gate exists only with ``sgate`` (and attention).
+
+    This is the seed's final model (imcap_keras 796b65a, ``model.py``): the seed concatenates
+    [v_g ; w_t], here [w_t ; v_g], the same model with the LSTM kernel's rows in another order.
+    ``--dr`` (``dropout_layers``) drops, at ``dr_ratio``, what the seed's does: ``Vg_``, ``Vi``,
+    the word embedding, the LSTM input x_t, ``zh_linear``, ``zs_linear``, the key sums and the
+    output MLP's tanh (``mlp_in_tanh_dp``).
 
     Inputs: ``{"images": (B, S, S, 3)}`` or ``{"features": (B, K, D)}``, and
     ``{"words": (B, N, T)}``, N captions per image (image-side work runs once per image).
@@ -72,8 +78,12 @@ class Captioner(keras.Model):
                                                          name="word_embedding")
             self.word_relu = keras.layers.Activation("relu", name="word_relu")
             self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
-            self.lstm = SentinelLSTM(config.lstm_dim, dropout=config.dr_ratio,
-                                     recurrent_dropout=config.dr_ratio, name="hs")
+            self.drop_lstm_input = config.dropout_layers
+            # the seed's LSTM_sent(dropout_W=dr, dropout_U=dr): its input dropout never took
+            # effect (Keras 1 ignored dropout_W on that path); one recurrent mask per gate
+            self.lstm = SentinelLSTM(config.lstm_dim, dropout=0.0,
+                                     recurrent_dropout=config.dr_ratio,
+                                     use_sentinel=config.sgate and config.attention, name="hs")
             self.attention = None
             if config.attention:
                 self.attention = AdaptiveAttention(
@@ -138,7 +148,17 @@ class Captioner(keras.Model):
     def _caption_side(self, words, global_vector, regions, keys, training=None):
         """Logits (B, T, V) and attention weights (B, T, K [+ 1]) or None, for all steps."""
         embedded = self.dropout(self.word_relu(self.word_embedding(words)), training=training)
-        hidden, sentinel, _ = self.lstm([embedded, global_vector], training=training)
+        if self.drop_lstm_input:
+            # --dr also drops the LSTM input x_t = [w_t ; v_g] at every step (the seed's
+            # lstm_in), so v_g is joined to each step here rather than projected once
+            steps = ops.ones_like(embedded[..., :1])  # (B, T, 1)
+            lstm_input = self.dropout(
+                ops.concatenate([embedded, steps * ops.expand_dims(global_vector, 1)], axis=-1),
+                training=training)
+            outputs = self.lstm(lstm_input, training=training)
+        else:
+            outputs = self.lstm([embedded, global_vector], training=training)
+        hidden, sentinel = outputs[0], outputs[1] if self.lstm.use_sentinel else None
         return self._output(hidden, sentinel, regions, keys, training)
 
     def _output(self, hidden, sentinel, regions, keys, training=None):
@@ -148,7 +168,7 @@ class Captioner(keras.Model):
         if self.attention.use_sentinel:
             attention_inputs.append(sentinel)
         attended, weights = self.attention(attention_inputs, training=training)
-        out = self.mlp(self.dropout(attended, training=training))
+        out = self.dropout(self.mlp(attended), training=training)  # the seed's mlp_in_tanh_dp
         return self.logits_float32(self.logits(out)), weights
 
     # --- decoding ------------------------------------------------------------------------------
@@ -193,8 +213,10 @@ class Captioner(keras.Model):
         embedded = self.word_relu(self.word_embedding(previous_words))
         hidden, sentinel, state = self.lstm.step(embedded, state, encoded["lstm_constant"],
                                                  weights)
-        logits, weights = self._output(ops.expand_dims(hidden, 1), ops.expand_dims(sentinel, 1),
-                                       encoded["regions"], encoded["keys"], training=False)
+        if sentinel is not None:
+            sentinel = ops.expand_dims(sentinel, 1)
+        logits, weights = self._output(ops.expand_dims(hidden, 1), sentinel, encoded["regions"],
+                                       encoded["keys"], training=False)
         log_probabilities = ops.log_softmax(logits[:, 0], axis=-1)
         alpha = beta = None
         if weights is not None:

@@ -5,6 +5,7 @@ import dataclasses
 # kept free of Keras imports, so that command-line help and config checks start fast
 CNN_NAMES = ("resnet", "vgg16", "vgg19")
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+MODEL_VERSION = 2  # 2: the seed's final model (issue 14); 1: before, an earlier revision's
 
 
 @dataclasses.dataclass
@@ -23,9 +24,11 @@ class CaptionerConfig:
         num_regions, feature_dim: K and D of the region features (filled in from the encoder
             when ``input_images``; required otherwise).
         emb_dim, z_dim, lstm_dim: the seed's ``-emb_dim``, ``-z_dim``, ``-lstm_dim``.
-        dr_ratio: the LSTM's input and recurrent dropout (the seed's ``-dr_ratio``, always on).
+        dr_ratio: the LSTM's recurrent dropout, one mask per gate (the seed's ``-dr_ratio``, always
+            on; its input dropout never took effect), and the rate of ``dropout_layers``.
         dropout_layers: the seed's ``--dr``: dropout at rate ``dr_ratio`` after the image
-            projections, the word embedding, and inside the attention and output MLP.
+            projections, the word embedding, the LSTM input, inside the attention and after the
+            output MLP.
         sgate: adaptive attention with the visual sentinel (``--sgate``).
         attention: spatial attention (``False`` is the seed's ``--lstm`` baseline).
         sent_dropout: fraction of training captions whose sentinel is switched off.
@@ -33,6 +36,10 @@ class CaptionerConfig:
         feature_scale, feature_center: standardisation statistics of the training split
             (``FeatureStandardization``); None to use raw features.
         dtype_policy: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+        model_version: 2, the seed's final model; a checkpoint without it was saved by an
+            earlier imcap (version 1: tanh ``zh_embed``, relu ``zs_embed``, ``--dr`` before the
+            output MLP and not on the LSTM input, LSTM input dropout, one recurrent mask) and
+            is refused rather than silently computed another way.
     """
 
     vocabulary: list
@@ -56,8 +63,15 @@ class CaptionerConfig:
     feature_scale: list = None
     feature_center: list = None
     dtype_policy: str = "float32"
+    model_version: int = MODEL_VERSION
 
     def __post_init__(self):
+        if self.model_version != MODEL_VERSION:
+            raise ValueError(
+                f"the model was saved by an earlier imcap (model version {self.model_version}, "
+                f"this one computes version {MODEL_VERSION}): its zh_embed (tanh) and zs_embed "
+                f"(relu) are linear now, and its LSTM and --dr dropouts moved to where "
+                f"imcap_keras HEAD has them; train it again")
         if not self.vocabulary or not all(isinstance(w, str) for w in self.vocabulary):
             raise ValueError("vocabulary must be a non-empty list of words (ids 1..V-1).")
         self.vocabulary = list(self.vocabulary)
@@ -103,7 +117,7 @@ class CaptionerConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown captioner config fields: {', '.join(unknown)}.")
-        return cls(**values)
+        return cls(**{"model_version": 1, **values})  # configs before version 2 had none
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

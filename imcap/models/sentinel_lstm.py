@@ -13,19 +13,29 @@ class SentinelLSTM(keras.layers.Layer):
         g_t = sigmoid(x_t W_g + h_{t-1} U_g + b_g),                 s_t = g_t * tanh(m_t)
 
     The weights follow ``keras.layers.LSTM``: ``kernel`` (input, 4 units), ``recurrent_kernel``
-    (units, 4 units), ``bias`` (4 units), gates in the order i, f, c, o, plus the sentinel gate's
-    own ``sentinel_kernel`` (input, units), ``sentinel_recurrent_kernel`` (units, units) and
-    ``sentinel_bias`` (units). Gates are sigmoids (the paper; the seed used hard_sigmoid).
+    (units, 4 units), ``bias`` (4 units), gates in the order i, f, c, o; with ``use_sentinel``
+    also the sentinel gate's own ``sentinel_kernel`` (input, units),
+    ``sentinel_recurrent_kernel`` (units, units) and ``sentinel_bias`` (units). Without it the
+    layer is a plain LSTM, as the seed's ``LSTM_sent(sentinel=False)``: no sentinel weights and
+    no s_t. Gates are sigmoids (the paper; the seed used hard_sigmoid).
 
     The input projection of all time steps is one matrix product before the recurrence; only
     h_{t-1} U runs step by step. The input may come in two parts, ``[sequence, constant]``: a
     sequence (batch, time, d1) and a per-sequence vector (batch, d2) that is concatenated to every
     step (the image vector v^g of the captioner), whose projection is computed once.
 
+    Recurrent dropout draws one mask of h_{t-1} per gate (4, or 5 with the sentinel), once per
+    sequence, as the seed's layer does (imcap_keras ``layers/lstm_sent.py``, ``B_U``); only in
+    training (the seed also dropped h_{t-1} when decoding, a bug not kept).
+
     Args:
         units: size of h_t, m_t and s_t.
-        dropout: fraction of the input units dropped (one mask per sequence, all steps).
-        recurrent_dropout: fraction of h_{t-1} units dropped before U (one mask per sequence).
+        dropout: fraction of the input units dropped (one mask per sequence, all steps and
+            gates). The seed's ``dropout_W`` never took effect (Keras 1's ``consume_less='cpu'``
+            path ignored it); the captioner leaves this at 0.
+        recurrent_dropout: fraction of h_{t-1} units dropped before U (one mask per gate and
+            sequence).
+        use_sentinel: add the sentinel gate and return s_t.
         unit_forget_bias: initialise the forget-gate bias to 1, as keras.layers.LSTM.
         kernel_initializer, recurrent_initializer, bias_initializer: as keras.layers.LSTM; the
             sentinel gate's weights use the same ones.
@@ -38,13 +48,13 @@ class SentinelLSTM(keras.layers.Layer):
         initial_state: optional ``[h_0, m_0]``, each (batch, units); zeros by default.
 
     Returns:
-        ``(h, s, [h_T, m_T])``: hidden states and sentinels (batch, time, units), and the
-        final state.
+        ``(h, s, [h_T, m_T])`` with the sentinel, ``(h, [h_T, m_T])`` without: hidden states
+        and sentinels (batch, time, units), and the final state.
     """
 
-    def __init__(self, units, dropout=0.0, recurrent_dropout=0.0, unit_forget_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", **kwargs):
+    def __init__(self, units, dropout=0.0, recurrent_dropout=0.0, use_sentinel=True,
+                 unit_forget_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         if units < 1:
             raise ValueError(f"units must be a positive integer, got {units}.")
@@ -54,12 +64,18 @@ class SentinelLSTM(keras.layers.Layer):
         self.units = units
         self.dropout = dropout
         self.recurrent_dropout = recurrent_dropout
+        self.use_sentinel = use_sentinel
         self.unit_forget_bias = unit_forget_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.seed_generator = keras.random.SeedGenerator(seed=None)
         self.supports_masking = True
+
+    @property
+    def gates(self):
+        """4 (i, f, c, o), or 5 with the sentinel gate g."""
+        return 5 if self.use_sentinel else 4
 
     def build(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
@@ -81,30 +97,39 @@ class SentinelLSTM(keras.layers.Layer):
         else:
             initializer = self.bias_initializer
         self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer=initializer)
-        self.sentinel_kernel = self.add_weight(name="sentinel_kernel", shape=(input_dim, units),
-                                               initializer=self.kernel_initializer)
-        self.sentinel_recurrent_kernel = self.add_weight(
-            name="sentinel_recurrent_kernel", shape=(units, units),
-            initializer=self.recurrent_initializer)
-        self.sentinel_bias = self.add_weight(name="sentinel_bias", shape=(units,),
-                                             initializer=self.bias_initializer)
+        if self.use_sentinel:
+            self.sentinel_kernel = self.add_weight(
+                name="sentinel_kernel", shape=(input_dim, units),
+                initializer=self.kernel_initializer)
+            self.sentinel_recurrent_kernel = self.add_weight(
+                name="sentinel_recurrent_kernel", shape=(units, units),
+                initializer=self.recurrent_initializer)
+            self.sentinel_bias = self.add_weight(name="sentinel_bias", shape=(units,),
+                                                 initializer=self.bias_initializer)
         self.built = True
 
     # --- the two halves of a step, shared by the full-sequence call and step() -----------------
 
     def _input_kernel(self):
+        if not self.use_sentinel:
+            return self.kernel
         return ops.concatenate([self.kernel, self.sentinel_kernel], axis=1)  # (input, 5 units)
 
     def recurrent_kernel_all(self):
-        """U of the four gates and the sentinel gate side by side: (units, 5 units)."""
-        kernel = ops.concatenate([self.recurrent_kernel, self.sentinel_recurrent_kernel], axis=1)
+        """U of the four gates and the sentinel gate side by side: (units, gates x units)."""
+        kernel = self.recurrent_kernel
+        if self.use_sentinel:
+            kernel = ops.concatenate([kernel, self.sentinel_recurrent_kernel], axis=1)
         return ops.cast(kernel, self.compute_dtype)
 
     def _input_bias(self):
+        if not self.use_sentinel:
+            return self.bias
         return ops.concatenate([self.bias, self.sentinel_bias])
 
     def project_sequence(self, sequence, input_mask=None, bias=True):
-        """x W (+ b) for every step: (batch, time, 5 units) from a (batch, time, d1) sequence.
+        """x W (+ b) for every step: (batch, time, gates x units) from a (batch, time, d1)
+        sequence.
 
         ``input_mask`` is the dropout mask (batch, d1 [+ d2]) or None; ``bias=False`` leaves
         the bias to ``project_constant``.
@@ -119,7 +144,7 @@ class SentinelLSTM(keras.layers.Layer):
         return projected
 
     def project_constant(self, constant, input_mask=None):
-        """The per-sequence part of x W, and the bias: (batch, 5 units) from a (batch, d2)
+        """The per-sequence part of x W, and the bias: (batch, gates x units) from a (batch, d2)
         constant input.
 
         Computed once per sequence (once per image when decoding), not once per step.
@@ -131,31 +156,42 @@ class SentinelLSTM(keras.layers.Layer):
         return ops.matmul(ops.cast(constant, self.compute_dtype), kernel) \
             + ops.cast(self._input_bias(), self.compute_dtype)
 
-    def recurrence(self, projected_t, h, m, kernel, recurrent_mask=None):
-        """One step from the projected input (batch, 5 units), the state and the recurrent
-        kernel (units, 5 units, from ``recurrent_kernel_all``): returns (h, s, m)."""
-        h_in = h if recurrent_mask is None else h * recurrent_mask
-        return self._gates(projected_t + ops.matmul(h_in, kernel), m)
+    def recurrence(self, projected_t, h, m, kernel, recurrent_masks=None):
+        """One step from the projected input (batch, gates x units), the state and the
+        recurrent kernel (units, gates x units, from ``recurrent_kernel_all``): returns
+        (h, s, m), s None without the sentinel. ``recurrent_masks`` (batch, gates, units): one
+        dropout mask of h_{t-1} per gate."""
+        if recurrent_masks is None:
+            return self._gates(projected_t + ops.matmul(h, kernel), m)
+        # (batch, gates, units) x (units, gates, units) -> (batch, gates, units): gate j sees
+        # h_{t-1} under its own mask
+        masked = ops.expand_dims(h, 1) * recurrent_masks
+        per_gate = ops.reshape(kernel, (self.units, self.gates, self.units))
+        recurrent = ops.einsum("bgu,ugv->bgv", masked, per_gate)
+        return self._gates(projected_t + ops.reshape(recurrent, ops.shape(projected_t)), m)
 
-    @staticmethod
-    def _gates(z, m):
-        """(h, s, m) from the pre-activations z = x W + h U + b (batch, 5 units) and m_{t-1}."""
-        i, f, candidate, o, g = ops.split(z, 5, axis=-1)
-        i, f, o, g = ops.sigmoid(i), ops.sigmoid(f), ops.sigmoid(o), ops.sigmoid(g)
+    def _gates(self, z, m):
+        """(h, s, m) from the pre-activations z = x W + h U + b (batch, gates x units) and
+        m_{t-1}; s is None without the sentinel."""
+        if self.use_sentinel:
+            i, f, candidate, o, g = ops.split(z, 5, axis=-1)
+        else:
+            (i, f, candidate, o), g = ops.split(z, 4, axis=-1), None
+        i, f, o = ops.sigmoid(i), ops.sigmoid(f), ops.sigmoid(o)
         m = f * m + i * ops.tanh(candidate)
         tanh_m = ops.tanh(m)
-        return o * tanh_m, g * tanh_m, m
+        return o * tanh_m, None if g is None else ops.sigmoid(g) * tanh_m, m
 
     def _dropout_masks(self, batch, input_dim, training):
-        input_mask = recurrent_mask = None
+        input_mask = recurrent_masks = None
         if training and self.dropout > 0:
             input_mask = keras.random.dropout(ops.ones((batch, input_dim), self.compute_dtype),
                                               self.dropout, seed=self.seed_generator)
         if training and self.recurrent_dropout > 0:
-            recurrent_mask = keras.random.dropout(
-                ops.ones((batch, self.units), self.compute_dtype), self.recurrent_dropout,
-                seed=self.seed_generator)
-        return input_mask, recurrent_mask
+            recurrent_masks = keras.random.dropout(
+                ops.ones((batch, self.gates, self.units), self.compute_dtype),
+                self.recurrent_dropout, seed=self.seed_generator)
+        return input_mask, recurrent_masks
 
     # --- the full sequence -----------------------------------------------------------------------
 
@@ -166,11 +202,11 @@ class SentinelLSTM(keras.layers.Layer):
             mask = mask[0]
         batch = ops.shape(sequence)[0]
         input_dim = self.kernel.shape[0]
-        input_mask, recurrent_mask = self._dropout_masks(batch, input_dim, training)
+        input_mask, recurrent_masks = self._dropout_masks(batch, input_dim, training)
         projected = self.project_sequence(sequence, input_mask, bias=constant is None)
         if constant is not None:
             projected = projected + ops.expand_dims(self.project_constant(constant, input_mask), 1)
-        projected = ops.transpose(projected, (1, 0, 2))  # (time, batch, 5 units)
+        projected = ops.transpose(projected, (1, 0, 2))  # (time, batch, gates x units)
         if initial_state is None:
             zeros = ops.zeros((batch, self.units), self.compute_dtype)
             initial_state = [zeros, zeros]
@@ -182,38 +218,40 @@ class SentinelLSTM(keras.layers.Layer):
             keep = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
 
         def step(carry, elements):
+            """-> (new carry, outputs): (h,) or (h, s) at this step."""
             projected_t, keep_t = elements
-            h, s, m = self.recurrence(projected_t, carry[0], carry[1], kernel, recurrent_mask)
+            h, s, m = self.recurrence(projected_t, carry[0], carry[1], kernel, recurrent_masks)
+            outputs = (h,) if s is None else (h, s)
             if keep_t is None:
-                return (h, m), (h, s)
-            zeros = ops.zeros_like(h)
+                return (h, m), outputs
             return ((ops.where(keep_t, h, carry[0]), ops.where(keep_t, m, carry[1])),
-                    (ops.where(keep_t, h, zeros), ops.where(keep_t, s, zeros)))
+                    tuple(ops.where(keep_t, x, ops.zeros_like(x)) for x in outputs))
 
         if projected.shape[0] is not None:
             # a known number of steps (always, inside a traced training step): unrolled, which
             # on CPU is several times faster than a while loop, above all in the backward pass
-            carry, hs, ss = (h0, m0), [], []
+            carry, steps = (h0, m0), []
             for t in range(projected.shape[0]):
-                carry, (h, s) = step(carry, (projected[t], None if keep is None else keep[t]))
-                hs.append(h)
-                ss.append(s)
-            return ops.stack(hs, axis=1), ops.stack(ss, axis=1), list(carry)
-        if keep is None:
-            carry, (hs, ss) = ops.scan(lambda c, p: step(c, (p, None)), (h0, m0), projected)
+                carry, outputs = step(carry, (projected[t], None if keep is None else keep[t]))
+                steps.append(outputs)
+            sequences = [ops.stack(list(x), axis=1) for x in zip(*steps)]
         else:
-            # one scanned tensor: the mask rides along as a last column (a tuple of scanned
-            # tensors of unknown length trips the TensorFlow backend's scan)
-            joined = ops.concatenate([projected, ops.cast(keep, projected.dtype)], axis=-1)
-            carry, (hs, ss) = ops.scan(
-                lambda c, j: step(c, (j[:, :-1], j[:, -1:] > 0)), (h0, m0), joined)
-        # (time, batch, units) -> (batch, time, units)
-        return ops.transpose(hs, (1, 0, 2)), ops.transpose(ss, (1, 0, 2)), list(carry)
+            if keep is None:
+                carry, outputs = ops.scan(lambda c, p: step(c, (p, None)), (h0, m0), projected)
+            else:
+                # one scanned tensor: the mask rides along as a last column (a tuple of scanned
+                # tensors of unknown length trips the TensorFlow backend's scan)
+                joined = ops.concatenate([projected, ops.cast(keep, projected.dtype)], axis=-1)
+                carry, outputs = ops.scan(
+                    lambda c, j: step(c, (j[:, :-1], j[:, -1:] > 0)), (h0, m0), joined)
+            # (time, batch, units) -> (batch, time, units)
+            sequences = [ops.transpose(x, (1, 0, 2)) for x in outputs]
+        return (*sequences, list(carry))
 
     def step_weights(self, input_dim):
         """What ``step`` uses, joined and cast once (per decode, not per step), for a per-step
         input of ``input_dim`` features: the input and recurrent kernels stacked into one
-        (input_dim + units, 5 units), and the bias."""
+        (input_dim + units, gates x units), and the bias."""
         kernel = ops.concatenate([ops.cast(self._input_kernel()[:input_dim], self.compute_dtype),
                                   self.recurrent_kernel_all()], axis=0)
         return {"kernel": kernel, "bias": ops.cast(self._input_bias(), self.compute_dtype)}
@@ -221,8 +259,8 @@ class SentinelLSTM(keras.layers.Layer):
     def step(self, x_t, state, projected_constant=None, weights=None):
         """One decoding step (no dropout): x_t (batch, d1), state ``[h, m]``, and the output of
         ``project_constant`` (bias included) if the layer takes a constant ->
-        ``(h_t, s_t, [h_t, m_t])``. ``weights`` is ``step_weights(d1)``, computed here when not
-        given.
+        ``(h_t, s_t, [h_t, m_t])`` (s_t None without the sentinel). ``weights`` is
+        ``step_weights(d1)``, computed here when not given.
 
         One matrix product [x_t; h_{t-1}] [W; U] and one addition per step. Inside a decoding
         loop, the three same-shaped terms x W + h U + c of the unfused form become an AddN that
@@ -246,6 +284,8 @@ class SentinelLSTM(keras.layers.Layer):
         batch, time = sequence.shape[0], sequence.shape[1]
         seq = keras.KerasTensor((batch, time, self.units), dtype=self.compute_dtype)
         state = keras.KerasTensor((batch, self.units), dtype=self.compute_dtype)
+        if not self.use_sentinel:
+            return seq, [state, state]
         return seq, keras.KerasTensor(seq.shape, dtype=self.compute_dtype), [state, state]
 
     def get_config(self):
@@ -254,6 +294,7 @@ class SentinelLSTM(keras.layers.Layer):
             "units": self.units,
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
+            "use_sentinel": self.use_sentinel,
             "unit_forget_bias": self.unit_forget_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
