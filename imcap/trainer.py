@@ -98,7 +98,7 @@ class Trainer:
         self.state_path = self.model_path("state.json")
         self.cache_path = os.path.join(self.paths["tmp"], f"{args.model_name}_features.h5")
         self._decoder = None
-        self.position = None  # (stage, epoch, steps done in it) while a stage trains
+        self.position = None  # (stage, epoch, its EpochProgress) while a stage trains
 
     def model_path(self, suffix, stage=None):
         prefix = self.args.model_name + ("_cnntrain" if stage == "finetune" else "")
@@ -212,7 +212,8 @@ class Trainer:
         kept = _kept_checkpoint(self.state_path)
         if self.position is None:
             return f"between stages; the last complete checkpoint is {kept}"
-        stage, epoch, step = self.position
+        stage, epoch, progress = self.position
+        step = progress.step
         return (f"in stage {stage}, epoch {epoch}, after step {step}; the last complete "
                 f"checkpoint is {kept}")
 
@@ -283,9 +284,9 @@ class Trainer:
                 data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
             every = StepCheckpoint(self, model, fit_model.optimizer, stage, epoch, steps_done,
                                    stage_state, state, loss_so_far)
-            self.position = (stage, epoch + 1, steps_done)
             progress = EpochProgress(f"{stage} {epoch + 1}/{epochs}", steps_per_epoch,
-                                     steps_done, self)
+                                     steps_done)
+            self.position = (stage, epoch + 1, progress)
             if loss_so_far.images_left():
                 history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
                                         shuffle=False,  # the loader shuffles, seeded by epoch
@@ -312,7 +313,6 @@ class Trainer:
             state["stages"][stage] = stage_state
             self.write_state(state)
             self.remove_previous_last(stage_state)
-            self.position = (stage, epoch + 1, steps_per_epoch)
             if stop:
                 log.info("early stopping: no improvement for %d epochs", args.pat)
                 break
@@ -416,20 +416,19 @@ class StepCheckpoint(keras.callbacks.Callback):
 
 class EpochProgress(keras.callbacks.Callback):
     """A progress bar over an epoch's steps (on a terminal; nothing in a log file), with the
-    running loss; it keeps ``trainer.position`` at the last finished step."""
+    running loss; ``step`` is the epoch's last finished step."""
 
-    def __init__(self, description, steps, steps_done, trainer):
+    def __init__(self, description, steps, steps_done):
         super().__init__()
         self.description, self.steps, self.steps_done = description, steps, steps_done
-        self.trainer, self.bar = trainer, None
+        self.step, self.bar = steps_done, None
 
     def on_train_begin(self, logs=None):
         self.bar = tqdm(total=self.steps, initial=self.steps_done, desc=self.description,
                         unit="step", leave=False, disable=None, dynamic_ncols=True)
 
     def on_train_batch_end(self, batch, logs=None):
-        stage, epoch, _ = self.trainer.position
-        self.trainer.position = (stage, epoch, self.steps_done + batch + 1)
+        self.step = self.steps_done + batch + 1
         self.bar.update(1)
         if logs and "loss" in logs:
             self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)

@@ -25,6 +25,7 @@ NOTEBOOK = os.path.join(HERE, "sample_captions.ipynb")
 sys.path.insert(0, os.path.dirname(HERE))
 
 from imcap.utils.cli import ArgumentParser, error_line  # noqa: E402  (one-line usage errors)
+from imcap.utils.fileio import commit, discard, partial_path  # noqa: E402
 
 
 def run(path=NOTEBOOK, timeout=600, env=None):
@@ -43,13 +44,12 @@ def write(notebook, path):
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs
                             if not (o.output_type == "stream" and o.name == "stderr")]
-    temporary = path + ".partial"
+    temporary = partial_path(path)
     try:
         nbformat.write(notebook, temporary)
-        os.replace(temporary, path)
+        commit(path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        discard(path)
         raise
 
 
