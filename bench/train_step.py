@@ -4,10 +4,11 @@ A step is the forward pass, masked cross-entropy (``sample_weight``), the backwa
 Adam with value clipping (the seed's ``-clip 5``), run by Keras' compiled ``train_on_batch``.
 Default shapes are the reference's (self-critical.pytorch AdaAtt on this machine): 32 images,
 49 regions x 2048 channels, embedding / hidden / attention 512, 9488 words, 17 decoder steps,
-dropout 0.5 on the LSTM's input and recurrent state (the seed's default ``-dr_ratio``; the
-seed's ``--dr`` layers are off, as by default); with 1 and with 5 captions per image, with and
-without ``--sgate``, in float32 and ``mixed_bfloat16``. Also: the seed's defaults (64 regions,
-9570 words), ``jit_compile=True``, and a step-by-step variant that runs the decoder one word at
+recurrent dropout 0.5 (one mask per LSTM gate; the seed's default ``-dr_ratio``; the seed's
+``--dr`` layers are off, as by default); with 1 and with 5 captions per image, with and without
+``--sgate``, in float32 and ``mixed_bfloat16``. Also: the demo's shapes (64 regions x 1024,
+decoder 256, 40 images, 40 words), the seed's defaults (64 regions, 9570 words),
+``jit_compile=True``, and a step-by-step variant that runs the decoder one word at
 a time (``Captioner.step`` in a loop, as a recurrent implementation would).
 
 Prints one JSON object per line: ``workload``, ``dtype``, ``unit`` (captions/s), ``median``,
@@ -121,6 +122,10 @@ def main():
                                              sgate=sgate)))
         workloads.append(("seed_defaults_sgate_1cap",
                           dict(dtype=dtype, images=32, captions=1, regions=64, vocab_size=9570)))
+    # the demo's shapes (an 8 x 8 grid of 1024 channels, decoder 256, 40 images, 1 caption, a
+    # small vocabulary): where the einsum of per-gate recurrent masks cost 25% (issue 14)
+    workloads.append(("demo_sgate_1cap", dict(dtype="float32", images=40, captions=1, regions=64,
+                                              channels=1024, dim=256, vocab_size=40, steps=16)))
     workloads.append(("reference_sgate_1cap_jit", dict(dtype="float32", images=32, captions=1,
                                                        jit_compile=True)))
     workloads.append(("reference_sgate_1cap_stepwise", dict(dtype="float32", images=32,

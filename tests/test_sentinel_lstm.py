@@ -206,6 +206,28 @@ def test_recurrent_dropout_draws_one_mask_per_gate():
         np.testing.assert_allclose(s[:, t], sigmoid(g) * np.tanh(m_t), atol=1e-5)
 
 
+@pytest.mark.parametrize("use_sentinel", [True, False])
+def test_recurrent_dropout_in_the_while_loop_equals_the_unrolled_steps(use_sentinel):
+    """Training with per-gate masks and padding: the loop over an unknown number of steps (its
+    gate-major layout carries the padding mask as one more gate) gives the unrolled numbers
+    when both draw the same masks."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(9).normal(size=(3, 5, 4)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=bool)
+    layer = SentinelLSTM(6, recurrent_dropout=0.5, use_sentinel=use_sentinel)
+    layer.build(x.shape)
+    start = np.asarray(layer.seed_generator.state)
+    unrolled = layer(x, mask=mask, training=True)
+    layer.seed_generator.state.assign(start)
+    looped = tf.function(lambda a, b: layer(a, mask=b, training=True), input_signature=[
+        tf.TensorSpec((None, None, 4), tf.float32), tf.TensorSpec((None, None), tf.bool)])(x, mask)
+    assert not np.allclose(unrolled[0], layer(x, mask=mask)[0], atol=1e-3)  # masks applied
+    for a, b in zip(tf.nest.flatten(unrolled), tf.nest.flatten(looped)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert np.all(np.asarray(unrolled[0])[0, 3:] == 0)  # padded steps: zero outputs
+
+
 def test_without_the_sentinel_it_is_keras_lstm():
     """use_sentinel=False: no sentinel weights, no s_t, and keras.layers.LSTM's numbers (the
     seed's LSTM_sent(sentinel=False)); its step equals the full sequence."""
