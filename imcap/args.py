@@ -24,7 +24,7 @@ import sys
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from imcap.models.config import CNN_NAMES, DTYPE_POLICIES, CaptionerConfig  # noqa: E402
+from imcap.models.config import CNN_NAMES, DTYPE_POLICIES  # noqa: E402
 from imcap.utils.cli import ArgumentParser  # noqa: E402
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
@@ -269,42 +269,6 @@ def parse_args(argv=None, prog=None):
             kind = "float16" if tf.config.list_physical_devices("GPU") else "bfloat16"
         args.dtype = f"mixed_{kind}"
     return args
-
-
-def model_config(args, vocabulary, input_images=True, num_regions=None, feature_dim=None,
-                 feature_scale=None, feature_center=None):
-    """The ``CaptionerConfig`` that the parsed flags describe, for a vocabulary from the JSON.
-
-    Raises:
-        ValueError: a check flag (-vocab_size, -nfilters, -convsize) disagrees with the data or
-            the encoder.
-    """
-    config = CaptionerConfig(
-        vocabulary=vocabulary, max_length=args.seqlen, input_images=input_images, cnn=args.cnn,
-        cnn_weights=args.cnn_weights, cnn_layer=args.cnn_layer, image_size=args.imsize,
-        num_regions=num_regions, feature_dim=feature_dim, emb_dim=args.emb_dim,
-        z_dim=args.z_dim, lstm_dim=args.lstm_dim, dr_ratio=args.dr_ratio, dropout_layers=args.dr,
-        sgate=args.sgate, attention=args.attlstm, sent_dropout=args.sent_dropout,
-        position_embedding=args.position_embedding,
-        feature_scale=None if feature_scale is None else list(map(float, feature_scale)),
-        feature_center=None if feature_center is None else [list(map(float, row))
-                                                            for row in feature_center],
-        dtype_policy=args.dtype)
-    if args.vocab_size is not None and args.vocab_size != config.vocab_size:
-        raise ValueError(f"-vocab_size {args.vocab_size} does not match the preprocessed JSON, "
-                         f"which has {config.vocab_size} (words + padding); leave it out.")
-    return config
-
-
-def check_encoder_shape(args, num_regions, feature_dim):
-    """-nfilters and -convsize, if given, must match the encoder's grid."""
-    if args.nfilters is not None and args.nfilters != feature_dim:
-        raise ValueError(f"-nfilters {args.nfilters} does not match the encoder, which gives "
-                         f"{feature_dim} channels; leave it out.")
-    side = int(round(num_regions ** 0.5))
-    if args.convsize is not None and args.convsize * args.convsize != num_regions:
-        raise ValueError(f"-convsize {args.convsize} does not match the encoder, whose grid is "
-                         f"{side}x{side} ({num_regions} regions); leave it out.")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ file, with the active backend (inline in a notebook) otherwise.
 """
 
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from imcap.utils.fileio import atomic_output
 
 
 def _gaussian_blur(values, sigma):
@@ -92,7 +93,6 @@ def attention_figure(image, words, alpha, beta=None, sig=0.5, th=0.0, path=None,
     figure.suptitle(" ".join(w for w in words if w != "<eos>"), fontsize=11)
     figure.tight_layout()
     if path:
-        temporary = path + ".partial"
-        figure.savefig(temporary, dpi=80, format="png")
-        os.replace(temporary, path)
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, dpi=80, format="png")
     return figure

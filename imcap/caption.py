@@ -112,8 +112,7 @@ def caption_images(model, paths, decoder, batch_size):
         images = load_images(paths[start:start + batch_size], config.image_size)
         out = decoder.decode(preprocess_images(images, config.cnn))
         for row, image in enumerate(images):
-            words = decoding.ids_to_words(config.vocabulary, out["words"][row], config.end_id,
-                                          keep_end=True)
+            words = config.vocabulary.ids_to_words(out["words"][row], keep_end=True)
             length = len(words)
             outputs.append((words, out["alpha"][row, :length], out["beta"][row, :length],
                             image))

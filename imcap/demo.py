@@ -13,7 +13,6 @@ offline), truncated at ``conv4_block6_out`` on 128 px images (an 8 x 8 grid); wi
 a small dataset and one epoch, the same code path.
 """
 
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ start_tensorflow()  # before Keras, without TensorFlow's start-up noise
 from imcap import grounding, plot_curves, test as test_script, train  # noqa: E402
 from imcap.coco_caption import eval_caps  # noqa: E402
 from imcap.coco_caption.scoring import best_reference_scores, load_ground_truth  # noqa: E402
-from imcap.models.decoding import ids_to_words  # noqa: E402
+from imcap.training.run_folder import RunFolder  # noqa: E402
 from imcap.utils import make_shapes, prepro_coco  # noqa: E402
 from imcap.utils.cli import ArgumentParser  # noqa: E402
 from imcap.utils.fileio import write_json_atomic  # noqa: E402
@@ -67,10 +66,9 @@ def example_figures(attention, vocabulary, data, out_dir, count):
     from imcap.attention_maps import attention_figure
 
     index = {int(image_id): n for n, image_id in enumerate(data.image_ids)}
-    end_id = vocabulary.index("<eos>") + 1
     paths = []
     for n, image_id in enumerate(attention["image_id"][:count].tolist()):
-        words = ids_to_words(vocabulary, attention["words"][n], end_id, keep_end=True)
+        words = vocabulary.ids_to_words(attention["words"][n], keep_end=True)
         image = data.read_images([index[image_id]])[0]
         path = os.path.join(out_dir, f"example_{n + 1}_image{image_id}.png")
         attention_figure(image, words, attention["alpha"][n, :len(words)],
@@ -85,8 +83,8 @@ def run(out, quick=False, seed=123):
     shapes_dir, run_dir = os.path.join(out, "shapes"), os.path.join(out, "run")
     figures = os.path.join(out, "figures")
     os.makedirs(figures, exist_ok=True)
-    json_path = os.path.join(run_dir, "data", "shapes.json")
-    h5_path = os.path.join(run_dir, "data", "shapes.h5")
+    run = RunFolder(run_dir, "model")
+    json_path, h5_path = run.data_file("shapes.json"), run.data_file("shapes.h5")
     common = ["-data_folder", run_dir, "-json_file", "shapes.json", "-h5file", "shapes.h5",
               "-imsize", str(sizes["image_size"]), "-seed", str(seed)]
 
@@ -118,8 +116,7 @@ def run(out, quick=False, seed=123):
     example_paths = example_figures(attention, vocabulary,
                                     CaptionData(h5_path, json_path, "test"), figures, EXAMPLES)
     curves = os.path.join(figures, "training_curves.png")
-    with open(os.path.join(run_dir, "models", "model_state.json")) as f:
-        plot_curves.plot_curves(json.load(f), "CIDEr", curves)
+    plot_curves.plot_curves(run.read_state(), "CIDEr", curves)
     steps("summary")
     summary = {key: scores["greedy"][key] for key in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L")}
     summary.update({key: ground[key] for key in (
@@ -129,7 +126,7 @@ def run(out, quick=False, seed=123):
                     "CIDEr_best_reference": ceiling, "grounding": ground,
                     "figures": example_paths + [curves], "results": [greedy, beam],
                     "quick": quick, "cnn_weights": "none",
-                    "model": os.path.join(run_dir, "models", "model_best.keras")})
+                    "model": run.best()})
     summary_path = os.path.join(out, "summary.json")
     write_json_atomic(summary_path, summary)
     print_table(summary)

@@ -12,7 +12,6 @@ Images are decoded and resized with TensorFlow's bilinear resize (prepro_coco.py
 Pillow's), then preprocessed as in training.
 """
 
-import os
 import shutil
 
 from imcap.utils.quiet import start_tensorflow
@@ -24,7 +23,7 @@ import keras  # noqa: E402
 from imcap.models import decoding  # noqa: E402
 from imcap.utils import checkpoints  # noqa: E402
 from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
-from imcap.utils.fileio import DataError  # noqa: E402
+from imcap.utils.fileio import DataError, atomic_output  # noqa: E402
 from imcap.utils.loader import preprocess_images  # noqa: E402
 
 
@@ -32,7 +31,7 @@ def serving_function(model, decoder):
     """``images`` (B,) encoded bytes -> caption, words, attention and sentinel weights."""
     config = model.config
     size = config.image_size
-    vocabulary = tf.constant([""] + list(config.vocabulary))  # id 0: padding
+    vocabulary = tf.constant([""] + list(config.vocabulary.words))  # id 0: padding
 
     def decode_one(data):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -43,7 +42,7 @@ def serving_function(model, decoder):
         pixels = tf.map_fn(decode_one, images, fn_output_signature=tf.float32)
         out = decoder.graph(preprocess_images(pixels, config.cnn))
         ids = out["words"]
-        keep = (ids != 0) & (ids != config.end_id)
+        keep = (ids != 0) & (ids != config.vocabulary.end_id)
         words = tf.where(keep, tf.gather(vocabulary, ids), tf.constant(""))
         captions = tf.strings.strip(tf.strings.regex_replace(
             tf.strings.reduce_join(words, axis=1, separator=" "), " +", " "))
@@ -64,12 +63,9 @@ def export(model_file, out_dir, beam_size=1, max_length=None):
     archive.track(model)
     archive.add_endpoint("serving_default", serving_function(model, decoder),
                          input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-    temporary = out_dir.rstrip("/") + ".partial"
-    shutil.rmtree(temporary, ignore_errors=True)
-    archive.write_out(temporary, verbose=False)
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.replace(temporary, out_dir)
+    with atomic_output(out_dir, directory=True) as temporary:
+        shutil.rmtree(temporary, ignore_errors=True)  # a killed run's
+        archive.write_out(temporary, verbose=False)
     return out_dir
 
 

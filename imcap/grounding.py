@@ -63,7 +63,7 @@ def grounding_metrics(attention, vocabulary, objects, image_sizes):
     Args:
         attention: ``{"image_id", "words", "alpha", "beta"}`` arrays as test.py
             ``--save_attention`` writes them: (N,), (N, L), (N, L, K), (N, L).
-        vocabulary: word of id i at ``vocabulary[i - 1]``.
+        vocabulary: the ``Vocabulary`` of the word ids.
         objects, image_sizes: from ``load_objects``.
     """
     alpha = np.asarray(attention["alpha"])
@@ -80,7 +80,7 @@ def grounding_metrics(attention, vocabulary, objects, image_sizes):
         for t, word_id in enumerate(attention["words"][n]):
             if word_id == 0:
                 break
-            word = vocabulary[word_id - 1]
+            word = vocabulary.word(word_id)
             if word in VISUAL_WORDS:
                 betas["visual"].append(float(attention["beta"][n][t]))
             elif word in NON_VISUAL_WORDS:

@@ -11,30 +11,31 @@ the command that scores it.
 """
 
 import logging
-import math
 import os
 import sys
-import time
 
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from imcap import args as imcap_args  # noqa: E402  (no TensorFlow: --help stays fast)
 from imcap.utils.cli import one_line_errors  # noqa: E402
 from imcap.utils.coco_gt import gt_path  # noqa: E402
 from imcap.utils.fileio import (  # noqa: E402
-    DataError, commit, discard, prepare_output, write_json_atomic)
+    DataError, atomic_output, prepare_output, write_json_atomic)
+
+
+def run_folder(args):
+    from imcap.training.run_folder import RunFolder
+    return RunFolder(args.data_folder, args.model_name)
 
 
 def checkpoint_path(args):
+    """``-model_file``, or the best checkpoint of stage 1 (stage 2 with --cnntrain)."""
     if args.model_file:
         return args.model_file
-    suffix = "_cnntrain" if args.cnn_train else ""
-    return os.path.join(args.data_folder, "models", f"{args.model_name}{suffix}_best.keras")
+    return run_folder(args).best("finetune" if args.cnn_train else "frozen")
 
 
 def method_name(args):
@@ -50,65 +51,38 @@ def make_decoder(model, args):
                                  args.length_penalty, args.seed)
 
 
-def caption_split(model, data, decoder, batch_size, keep_attention=False):
-    """Decodes every image of ``data``; returns ``(results, attention or None, seconds)``."""
-    results, kept = [], {"image_id": [], "words": [], "alpha": [], "beta": []}
-    batches = data.dataset(batch_size, model.config.cnn, training=False)
-    start = time.perf_counter()
-    for x, _, _, ids in tqdm(batches, total=math.ceil(len(data) / batch_size), unit="batch",
-                             desc=f"captioning {len(data)} images"):
-        out = decoder.decode(x["images"])
-        ids = ids.numpy()
-        for image_id, caption in zip(ids, decoder.to_captions(out["words"])):
-            results.append({"image_id": int(image_id), "caption": caption})
-        if keep_attention:
-            kept["image_id"].append(ids)
-            for key in ("words", "alpha", "beta"):
-                kept[key].append(out[key])
-    seconds = time.perf_counter() - start
-    attention = {k: np.concatenate(v) for k, v in kept.items()} if keep_attention else None
-    return results, attention, seconds
-
-
 def write_attention(path, attention, vocabulary):
     """The words, attention (alpha) and sentinel weights (beta) of every caption, as HDF5."""
-    tmp = prepare_output(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in attention.items():
-                f.create_dataset(key, data=value, compression="gzip" if value.ndim > 2 else None)
-            f.attrs["vocabulary"] = "\n".join(vocabulary)  # word id i is line i - 1
-        commit(path)
-    except BaseException:
-        discard(path)
-        raise
+    with atomic_output(path) as temporary, h5py.File(temporary, "w") as f:
+        for key, value in attention.items():
+            f.create_dataset(key, data=value, compression="gzip" if value.ndim > 2 else None)
+        f.attrs["vocabulary"] = "\n".join(vocabulary.words)  # word id i is line i - 1
 
 
 def read_attention(path):
-    """``(arrays {"image_id", "words", "alpha", "beta"}, vocabulary)`` of ``write_attention``."""
+    """``(arrays {"image_id", "words", "alpha", "beta"}, Vocabulary)`` of ``write_attention``."""
+    from imcap.utils.vocab import Vocabulary
     with h5py.File(path, "r") as f:
         arrays = {key: f[key][:] for key in ("image_id", "words", "alpha", "beta")}
-        return arrays, f.attrs["vocabulary"].split("\n")
+        return arrays, Vocabulary(f.attrs["vocabulary"].split("\n"))
 
 
 def run(args):
     from imcap.utils import checkpoints
     from imcap.utils.loader import CaptionData
-    json_path = os.path.join(args.data_folder, "data", args.json_file)
-    h5_path = os.path.join(args.data_folder, "data", args.h5file)
+    from imcap.training.validation import caption_split
+    run = run_folder(args)
+    json_path, h5_path = run.data_file(args.json_file), run.data_file(args.h5file)
     path = checkpoint_path(args)
     model = checkpoints.load_model(path, compile=False)
     data = CaptionData(h5_path, json_path, args.split)
     if not len(data):
         raise DataError(f"{json_path}: the {args.split} split has no images")
     checkpoints.check_data_matches(model, data, path)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    results_file = args.results_file or os.path.join(
-        args.data_folder, "results", f"{stem}_{args.split}_{method_name(args)}.json")
+    results_file = args.results_file or run.result(path, args.split, method_name(args))
     prepare_output(results_file)  # fail before the work if it cannot be written
     decoder = make_decoder(model, args)
-    results, attention, seconds = caption_split(model, data, decoder, args.bs,
-                                                args.save_attention)
+    results, attention, seconds = caption_split(decoder, data, args.bs, args.save_attention)
     write_json_atomic(results_file, results)
     logging.getLogger("imcap.test").info("wrote %s", results_file)
     print(f"{len(results)} captions in {seconds:.1f} s ({len(results) / seconds:.1f} "

@@ -5,7 +5,8 @@ Reads ``DATA_FOLDER/data/{-json_file, -h5file}`` (written by prepro_coco.py), wr
 and the training state to ``DATA_FOLDER/models``, logs to ``DATA_FOLDER/logs/MODEL_NAME.log``
 (``--log_term``: the terminal only). The terminal shows one line per epoch (stage, epoch, loss,
 validation score, seconds) with a progress bar while an epoch trains. Every fatal error, and
-Ctrl-C, is written to the log too. See ``imcap.trainer`` for the stages.
+Ctrl-C, is written to the log too. ``training_config`` turns the flags into the
+``TrainingConfig`` the trainer reads; see ``imcap.training.trainer`` for the stages.
 """
 
 import contextlib
@@ -24,16 +25,57 @@ log = logging.getLogger("imcap.train")
 FILE_ONLY = {"file_only": True}  # a record for the log file that the terminal already shows
 
 
-def setup_logging(args, folder):
-    """The terminal gets each record's message; the log file (unless ``--log_term``) gets it
-    with a time stamp, plus fatal errors. Returns the log file's path, or None."""
+def training_config(args):
+    """The ``TrainingConfig`` the parsed flags describe (the seed's names, mapped once)."""
+    from imcap.training.config import OptimizerConfig, TrainingConfig
+
+    model = dict(
+        max_length=args.seqlen, cnn=args.cnn, cnn_weights=args.cnn_weights,
+        cnn_layer=args.cnn_layer, image_size=args.imsize, emb_dim=args.emb_dim,
+        z_dim=args.z_dim, lstm_dim=args.lstm_dim, dr_ratio=args.dr_ratio,
+        dropout_layers=args.dr, sgate=args.sgate, attention=args.attlstm,
+        sent_dropout=args.sent_dropout, position_embedding=args.position_embedding,
+        standardize=args.standardize, dtype_policy=args.dtype)
+    optimizer = OptimizerConfig(
+        name=args.optim, beta_1=args.alpha, beta_2=args.beta, clip=args.clip, decay=args.decay,
+        accumulation=args.accum, cnn_multiplier=args.lrmult_conv if args.lrmults else None)
+    stages = ("finetune",) if args.cnn_train else ("frozen",) + (
+        ("finetune",) if args.ftnepochs else ())
+    return TrainingConfig(
+        folder=args.data_folder, json_file=args.json_file, h5file=args.h5file,
+        model_name=args.model_name, model=model, expected_vocab_size=args.vocab_size,
+        expected_channels=args.nfilters, expected_grid=args.convsize, stages=stages,
+        epochs=args.nepochs, finetune_epochs=args.ftnepochs, learning_rate=args.lr,
+        finetune_learning_rate=args.ftlr, optimizer=optimizer,
+        finetune_start_layer=args.finetune_start_layer, start_from=args.model_file,
+        resume=args.resume, batch_size=args.bs, captions_per_image=args.seq_per_img,
+        cache_features=args.precompute_feats,
+        checkpoint_every=args.ckpt_every, metric=args.es_metric, patience=args.pat,
+        teacher_forced=args.es_prev_words == "gt", max_length=args.seqlen, seed=args.seed,
+        strategy=args.strategy)
+
+
+def check_inputs(run, config):
+    """Fails early, with the file named, when the preprocessed data is missing."""
+    from imcap.utils.fileio import DataError
+
+    for name in (config.json_file, config.h5file):
+        path = run.data_file(name)
+        if not os.path.isfile(path):
+            raise DataError(f"preprocessed data not found: {path} (run prepro_coco.py with "
+                            f"--output_json/--output_h5 there, or set -data_folder)")
+
+
+def setup_logging(run, to_terminal_only):
+    """The terminal gets each record's message; the log file (unless ``to_terminal_only``)
+    gets it with a time stamp, plus fatal errors. Returns the log file's path, or None."""
     terminal = logging.StreamHandler(sys.stdout)
     terminal.setFormatter(logging.Formatter("%(message)s"))
     terminal.addFilter(lambda record: not getattr(record, "file_only", False))
     handlers, path = [terminal], None
-    if not args.log_term:
-        os.makedirs(os.path.join(folder, "logs"), exist_ok=True)
-        path = os.path.join(folder, "logs", f"{args.model_name}.log")
+    if not to_terminal_only:
+        os.makedirs(run.logs, exist_ok=True)
+        path = run.log_file
         to_file = logging.FileHandler(path)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(to_file)
@@ -63,7 +105,7 @@ def fatal_errors_logged():
     except KeyboardInterrupt:
         raise
     except Exception as e:
-        from imcap.trainer import TrainingError
+        from imcap.training.store import TrainingError
         from imcap.utils.fileio import DataError
         expected = isinstance(e, (DataError, ValueError, OSError, TrainingError))
         log.error("train: error: %s", error_line(e), exc_info=not expected, extra=FILE_ONLY)
@@ -78,18 +120,23 @@ def main(argv=None):
 
     import keras
     from imcap.distribute import make_strategy
-    from imcap.trainer import Trainer, TrainingError, check_inputs, output_folder
+    from imcap.training.run_folder import RunFolder
+    from imcap.training.store import TrainingError
+    from imcap.training.trainer import Trainer, output_folder
 
     trainer = None
     try:
         with one_line_errors("train", TrainingError), fatal_errors_logged():
             strategy = make_strategy(args.strategy, args.cpu_devices)  # before TensorFlow starts
-            check_inputs(args)
-            log_path = setup_logging(args, output_folder(args, strategy))
+            config = training_config(args)
+            run = RunFolder(config.folder, config.model_name,
+                            output_folder(config.folder, strategy))
+            check_inputs(run, config)
+            log_path = setup_logging(run, args.log_term)
             if log_path:
                 log.info("train: logging to %s", log_path)
-            keras.utils.set_random_seed(args.seed)
-            trainer = Trainer(args, strategy)
+            keras.utils.set_random_seed(config.seed)
+            trainer = Trainer(config, run, strategy)
             state = trainer.run()
     except tf.errors.ResourceExhaustedError as e:
         message = (f"out of memory ({str(e).splitlines()[0][:200]}); use a smaller -bs with "
@@ -104,10 +151,9 @@ def main(argv=None):
         log.error("train: %s", message, extra=FILE_ONLY)
         print(f"\ntrain: {message}", file=sys.stderr)
         sys.exit(130)
-    for stage, stage_state in state["stages"].items():
+    for stage, stage_state in state.stages.items():
         log.info("stage %s: %d epochs, best %s %s, checkpoint %s", stage,
-                 stage_state.get("epochs_done", 0), args.es_metric, stage_state.get("best"),
-                 stage_state.get("best_path"))
+                 stage_state.epochs_done, config.metric, stage_state.best, stage_state.best_path)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ executed notebook with its outputs there; ``--save`` writes it back over sample_
 rename it when complete, and leave out TensorFlow's start-up messages on stderr. See README.md.
 """
 
-import argparse
 import os
 import sys
 
@@ -25,7 +24,7 @@ NOTEBOOK = os.path.join(HERE, "sample_captions.ipynb")
 sys.path.insert(0, os.path.dirname(HERE))
 
 from imcap.utils.cli import ArgumentParser, error_line  # noqa: E402  (one-line usage errors)
-from imcap.utils.fileio import commit, discard, partial_path  # noqa: E402
+from imcap.utils.fileio import atomic_output  # noqa: E402
 
 
 def run(path=NOTEBOOK, timeout=600, env=None):
@@ -44,13 +43,8 @@ def write(notebook, path):
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs
                             if not (o.output_type == "stream" and o.name == "stderr")]
-    temporary = partial_path(path)
-    try:
+    with atomic_output(path) as temporary:
         nbformat.write(notebook, temporary)
-        commit(path)
-    except BaseException:
-        discard(path)
-        raise
 
 
 def get_parser():

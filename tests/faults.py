@@ -69,14 +69,16 @@ def die_on_call(module, name, count, write_half):
 def main(point, count, command, argv):
     count = int(count)
     if command == "train":
-        from imcap import train, trainer
+        from imcap import train
+        from imcap.training.callbacks import StepCheckpoint
+        from imcap.training.trainer import Trainer
         from imcap.utils import checkpoints, features, fileio
 
         if point == "step":
-            trainer.StepCheckpoint.on_train_batch_end = die_after_call(
-                trainer.StepCheckpoint.on_train_batch_end, count)
+            StepCheckpoint.on_train_batch_end = die_after_call(
+                StepCheckpoint.on_train_batch_end, count)
         elif point == "validation":
-            trainer.Trainer.validate = die_after_call(trainer.Trainer.validate, count)
+            Trainer.validate = die_after_call(Trainer.validate, count)
         elif point == "checkpoint":
             write_half = half_written(lambda model, path: model.save(path),
                                       lambda path: path[:-len(".keras")] + ".partial.keras")

@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from imcap import args as imcap_args
+from imcap.train import training_config
+from imcap.training.config import OptimizerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,20 +79,47 @@ def test_model_config_from_flags():
                                     "10", "-sent_dropout", "0.5", "--position_embedding", "--dr",
                                     "-dtype", "mixed_bfloat16", "-cnn_weights", "none"])
     vocabulary = ["<start>", "a", "<eos>"]
-    config = imcap_args.model_config(parsed, vocabulary)
+    config = training_config(parsed).model_config(vocabulary)
     assert (config.emb_dim, config.z_dim, config.lstm_dim) == (16, 12, 10)
     assert config.sgate and config.attention and config.dropout_layers
     assert config.sent_dropout == 0.5 and config.position_embedding
-    assert config.dtype_policy == "mixed_bfloat16" and config.vocab_size == 4
+    assert config.dtype_policy == "mixed_bfloat16" and config.vocabulary.size == 4
     wrong = imcap_args.parse_args(["-vocab_size", "9570"])
     with pytest.raises(ValueError, match="-vocab_size 9570 does not match the preprocessed "
                                          "JSON, which has 4"):
-        imcap_args.model_config(wrong, vocabulary)
-    checks = imcap_args.parse_args(["-nfilters", "2048", "-convsize", "7"])
-    imcap_args.check_encoder_shape(checks, 49, 2048)
+        training_config(wrong).model_config(vocabulary)
+    checks = training_config(imcap_args.parse_args(["-nfilters", "2048", "-convsize", "7"]))
+    checks.check_encoder(49, 2048)
     with pytest.raises(ValueError, match="-convsize 7 does not match the encoder, whose grid "
                                          "is 8x8"):
-        imcap_args.check_encoder_shape(checks, 64, 2048)
+        checks.check_encoder(64, 2048)
+    with pytest.raises(ValueError, match="-nfilters 2048 does not match the encoder, which "
+                                         "gives 1024 channels"):
+        checks.check_encoder(49, 1024)
+
+
+def test_training_config_maps_the_seeds_flags():
+    """Each flag lands in the field that says what it means, and the stages follow
+    --cnntrain / -ftnepochs."""
+    config = training_config(imcap_args.parse_args([
+        "-data_folder", "runs", "-bs", "7", "-seq_per_img", "3", "-pat", "2", "-es_prev_words",
+        "gt", "-es_metric", "Bleu_4", "-optim", "SGD", "-alpha", "0.8", "-clip", "2", "-decay",
+        "0.1", "-accum", "4", "--lrmults", "-lrmult_conv", "0.01", "-lr", "0.3", "-ftlr",
+        "0.2", "-nepochs", "3", "-ftnepochs", "4", "--precompute_feats", "-ckpt_every", "5",
+        "-model_file", "m.keras", "--resume"]))
+    assert (config.folder, config.batch_size, config.captions_per_image, config.patience) == \
+        ("runs", 7, 3, 2)
+    assert config.teacher_forced and config.metric == "Bleu_4" and config.maximize
+    assert config.optimizer == OptimizerConfig("SGD", 0.8, 0.999, 2.0, 0.1, 4, 0.01)
+    assert (config.stage_learning_rate("frozen"), config.stage_learning_rate("finetune")) == \
+        (0.3, 0.2)
+    assert (config.stage_epochs("frozen"), config.stage_epochs("finetune")) == (3, 4)
+    assert config.stages == ("frozen", "finetune") and config.cache_features
+    assert (config.checkpoint_every, config.start_from, config.resume) == (5, "m.keras", True)
+    assert training_config(imcap_args.parse_args(["--cnntrain"])).stages == ("finetune",)
+    assert training_config(imcap_args.parse_args(["-ftnepochs", "0"])).stages == ("frozen",)
+    plain = training_config(imcap_args.parse_args(["-es_metric", "loss"]))
+    assert plain.optimizer.cnn_multiplier is None and not plain.maximize
 
 
 @pytest.mark.parametrize("command,cwd", [

@@ -182,7 +182,17 @@ def small_images(f):
 
 
 def other_vocabulary(info):
-    info["ix_to_word"] = dict(list(info["ix_to_word"].items())[:3])
+    """Three words, <start> and <eos> among them: too few for the HDF5's labels."""
+    words = list(info["ix_to_word"].values())
+    kept = ["<start>", next(w for w in words if w not in ("<start>", "<eos>")), "<eos>"]
+    info["ix_to_word"] = {str(i + 1): word for i, word in enumerate(kept)}
+    return info
+
+
+def no_end_word(info):
+    info["ix_to_word"] = {ix: word for ix, word in info["ix_to_word"].items()
+                          if word != "<eos>"}
+    info["ix_to_word"] = {str(i + 1): w for i, w in enumerate(info["ix_to_word"].values())}
     return info
 
 
@@ -280,6 +290,9 @@ CASES = [
     Case("vocabulary_not_the_h5s", "train", "a vocabulary JSON of 3 words for the HDF5",
          lambda w: w.data_folder(edit_json=other_vocabulary) + TINY,
          ["cocotalk_challenge.h5", "has only 3 words", "do not belong together"]),
+    Case("vocabulary_without_eos", "train", "a vocabulary JSON without <eos>",
+         lambda w: w.data_folder(edit_json=no_end_word) + TINY,
+         ["cocotalk_challenge.json", "vocabulary must contain '<eos>'"]),
     Case("json_lists_fewer_images", "train", "a vocabulary JSON listing one image less",
          lambda w: w.data_folder(edit_json=one_image_less) + TINY,
          ["dataset 'label_start_ix' has 30 entries", "lists 29 images"]),
@@ -383,7 +396,8 @@ def make_shared(shapes_prepro, root):
                              cnn_layer="conv2_block1_out", image_size=32, emb_dim=8, z_dim=8,
                              lstm_dim=8, dr_ratio=0.0, sgate=True)
     models = {"model": config,
-              "other_vocab_model": config.replace(vocabulary=vocabulary[:-1] + ["zebra"]),
+              "other_vocab_model": config.replace(
+                  vocabulary=list(vocabulary.words[:-1]) + ["zebra"]),
               "big_model": config.replace(image_size=64)}
     shared = {"data_folder": str(folder),
               "test_gt": str(folder / "data" / "cocotalk_challenge_test_gt.json")}

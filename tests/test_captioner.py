@@ -33,15 +33,21 @@ VARIANTS = {
     "sgate": {},
     "spatial": {"sgate": False},
     "lstm_baseline": {"sgate": False, "attention": False},
-    "standardised_positions": {"feature_scale": list(np.linspace(0.5, 2.0, 10)),
-                               "feature_center": np.ones((6, 10)).tolist(),
-                               "position_embedding": True},
+    "standardised_positions": {"standardize": "position", "position_embedding": True},
 }
+STATISTICS = (np.linspace(0.5, 2.0, 10), np.ones((6, 10)))  # scale (D,), center (K, D)
+
+
+def build(variant):
+    model = Captioner(tiny_config(**VARIANTS[variant]))
+    if model.standardize is not None:
+        model.standardize.set_statistics(*STATISTICS)
+    return model
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_step_by_step_decoding_equals_the_full_sequence(variant):
-    model = Captioner(tiny_config(**VARIANTS[variant]))
+    model = build(variant)
     features, words = inputs()
     logits = np.asarray(model({"features": features, "words": words}))
     assert logits.shape == (2, 3, 6, len(VOCAB) + 1) and logits.dtype == np.float32
@@ -80,8 +86,8 @@ def test_padding_does_not_change_real_steps():
 
 
 def test_saved_model_loads_in_a_fresh_process_with_safe_mode(tmp_path):
-    model = Captioner(tiny_config(position_embedding=True,
-                                  feature_scale=list(np.linspace(1, 2, 10))))
+    model = Captioner(tiny_config(position_embedding=True, standardize="channel"))
+    model.standardize.set_statistics(np.linspace(1, 2, 10))
     features, words = inputs()
     expected = np.asarray(model({"features": features, "words": words}))
     path = tmp_path / "captioner.keras"
@@ -101,6 +107,62 @@ def test_saved_model_loads_in_a_fresh_process_with_safe_mode(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == model.config.to_dict()
+
+
+@pytest.mark.parametrize("center", [None, np.ones((6, 10))])
+def test_a_checkpoint_with_its_statistics_in_the_config_loads_with_them(tmp_path, center):
+    """Checkpoints saved before the statistics were weights kept them in the config
+    (feature_scale, feature_center, and the layer's own scale / center): they load with those
+    statistics as weights, compute what they computed, and save in the new form."""
+    scale = np.linspace(1, 2, 10)
+    model = Captioner(tiny_config(standardize="position" if center is not None else "channel"))
+    model.standardize.set_statistics(scale, center)
+    features, words = inputs()
+    expected = np.asarray(model({"features": features, "words": words}))
+    path = str(tmp_path / "new.keras")
+    model.save(path)
+    old = str(tmp_path / "old.keras")
+    rewrite_config(path, old, scale, center, tmp_path)
+    restored = keras.saving.load_model(old, safe_mode=True)
+    assert restored.config.standardize == model.config.standardize
+    np.testing.assert_allclose(restored({"features": features, "words": words}), expected,
+                               atol=1e-6)
+    np.testing.assert_allclose(restored.standardize.scale, scale, rtol=1e-6)
+    again = str(tmp_path / "again.keras")
+    restored.save(again)
+    np.testing.assert_allclose(keras.saving.load_model(again, safe_mode=True)(
+        {"features": features, "words": words}),
+                               expected, atol=1e-6)
+
+
+def rewrite_config(path, out, scale, center, workdir):
+    """``path``'s .keras as an imcap before issue 15 saved it: the statistics in the captioner's
+    config and in the layer's, and no weights for the layer."""
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as source:
+        config = json.loads(source.read("config.json"))
+        weights = source.read("model.weights.h5")
+        metadata = source.read("metadata.json")
+    inner = config["config"]["config"]
+    inner.pop("standardize")
+    inner["feature_scale"] = scale.tolist()
+    inner["feature_center"] = None if center is None else center.tolist()
+    weights_path = str(workdir / "w.h5")
+    with open(weights_path, "wb") as f:
+        f.write(weights)
+    with h5py.File(weights_path, "a") as f:
+        found = []
+        f.visit(lambda name: found.append(name) if name.endswith("standardization") else None)
+        assert found, "the layer's weights were not where the test expects them"
+        for name in found:
+            del f[name]
+    with zipfile.ZipFile(out, "w") as target:
+        target.writestr("config.json", json.dumps(config))
+        target.writestr("metadata.json", metadata)
+        target.write(weights_path, "model.weights.h5")
 
 
 def test_dropout_zeros_what_the_seeds_final_model_drops(monkeypatch):
@@ -185,9 +247,11 @@ def test_vocabulary_comes_from_the_preprocessed_json(shapes_prepro):
     data = CaptionData(*shapes_prepro, "train")
     config = CaptionerConfig(vocabulary=data.vocabulary, input_images=False, num_regions=4,
                              feature_dim=8)
-    assert config.vocab_size == data.vocab_size
-    assert config.vocabulary[config.start_id - 1] == "<start>"
-    assert data.ix_to_word[config.end_id] == "<eos>"
+    assert config.vocabulary == data.vocabulary and config.vocabulary.size == len(data.vocabulary) + 1
+    assert config.vocabulary.word(config.vocabulary.start_id) == "<start>"
+    assert data.vocabulary.word(config.vocabulary.end_id) == "<eos>"
+    assert CaptionerConfig.from_dict(config.to_dict()).vocabulary == data.vocabulary
+    assert config.to_dict()["vocabulary"] == list(data.vocabulary.words)  # JSON in checkpoints
 
 
 def test_config_errors():

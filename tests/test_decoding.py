@@ -12,6 +12,7 @@ import tensorflow as tf
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
 from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder
+from imcap.utils.vocab import Vocabulary
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 START, END = 1, 7
@@ -79,10 +80,10 @@ class MarkovModel:
     def __init__(self, table):
         table = np.log(np.asarray(table, dtype=np.float64) + 1e-30).astype(np.float32)
         self.table = tf.constant(table)
-        vocabulary = ["<start>", "a", "b", "c", "<eos>"][:len(table) - 1]
-        self.config = SimpleNamespace(
-            vocabulary=vocabulary, vocab_size=len(table), start_id=1, end_id=len(table) - 1,
-            num_regions=0, attention=False, sgate=False, max_length=8)
+        # ids 1..V-1: <start>, words, and <eos> last (id V - 1)
+        words = ["<start>"] + list("abcdefgh"[:len(table) - 3]) + ["<eos>"]
+        self.config = SimpleNamespace(vocabulary=Vocabulary(words), num_regions=0,
+                                      attention=False, sgate=False, max_length=8)
 
     def encode(self, inputs, from_features=False):
         return {"inputs": tf.convert_to_tensor(inputs)}

@@ -140,11 +140,16 @@ def test_feature_statistics_golden():
     np.testing.assert_allclose(center, features.mean(0), rtol=1e-9)
     residual = (features - features.mean(0)).reshape(-1, 4)
     np.testing.assert_allclose(scale, 1 / np.sqrt(residual.var(0) + 1e-6), rtol=1e-6)
-    layer = FeatureStandardization(scale, center)
+    layer = FeatureStandardization(center=True)
+    layer.build(features.shape)
+    layer.set_statistics(scale, center)
     standardised = np.asarray(layer(features.astype("float32"))).reshape(-1, 4)
     np.testing.assert_allclose(standardised.std(0), 1.0, atol=1e-3)
+    assert layer.get_config()["center"] is True and "scale" not in layer.get_config()
     assert FeatureStandardization.from_config(layer.get_config()).get_config() == \
         layer.get_config()
+    with pytest.raises(ValueError, match="built with a center; got none"):
+        layer.set_statistics(scale)
 
 
 def test_image_captioner_end_to_end_and_reload(tmp_path):

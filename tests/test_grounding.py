@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from imcap import grounding
+from imcap.utils.vocab import Vocabulary
 
-VOCAB = ["<start>", "a", "red", "circle", "blue", "square", "<eos>"]
+VOCAB = Vocabulary(["<start>", "a", "red", "circle", "blue", "square", "<eos>"])
 
 
 def test_pointing_and_beta_golden_values(tmp_path):

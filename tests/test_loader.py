@@ -33,7 +33,9 @@ def test_batches_shift_mask_and_keep_the_last_partial_batch(shapes_prepro, store
     data = CaptionData(*shapes_prepro, "train")
     train_positions = [i for i, im in enumerate(info["images"]) if im["split"] == "train"]
     assert len(data) == len(train_positions) == 22  # restval joined train
-    assert data.vocab_size == len(info["ix_to_word"]) + 1 and data.seq_length == 18
+    assert data.vocabulary.size == len(info["ix_to_word"]) + 1 and data.seq_length == 18
+    assert data.vocabulary.words == tuple(info["ix_to_word"][str(i)]
+                                          for i in range(1, len(info["ix_to_word"]) + 1))
     batches = collect(data.dataset(8, seed=1))
     assert [len(b[1]) for b in batches] == [8, 8, 6]
     order, rows = data.epoch_plan(1, seed=1)
@@ -130,9 +132,9 @@ def test_mismatched_or_broken_files(shapes_prepro, stored, tmp_path):
     with pytest.raises(DataError, match=r"'label_start_ix' has 30 entries but .*short.json "
                                         r"lists 29 images"):
         CaptionData(h5, str(tmp_path / "short.json"), "train")
-    small_vocab = dict(info, ix_to_word={"1": "<start>", "2": "a"})
+    small_vocab = dict(info, ix_to_word={"1": "<start>", "2": "a", "3": "<eos>"})
     (tmp_path / "vocab.json").write_text(json.dumps(small_vocab))
-    with pytest.raises(DataError, match="do not belong together"):
+    with pytest.raises(DataError, match="has only 3 words; the two files do not belong together"):
         CaptionData(h5, str(tmp_path / "vocab.json"), "train")
     with pytest.raises(DataError, match=r"split 'restval' has no images \(splits present: "
                                         r"test, train, val\)"):

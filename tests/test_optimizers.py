@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from imcap import args as imcap_args
-from imcap import optimizers, trainer
+from imcap import optimizers
+from imcap.train import training_config
 
 
 def two_layer_model():
@@ -65,10 +66,10 @@ def test_the_optimizer_config_round_trips():
 
 
 def test_the_trainer_multiplies_the_trainable_cnn_only_with_lrmults():
-    parsed = imcap_args.parse_args(["--lrmults", "-lrmult_conv", "0.1"])
+    parsed = training_config(imcap_args.parse_args(["--lrmults", "-lrmult_conv", "0.1"]))
     cnn = two_layer_model().layers[1].weights
-    optimizer = trainer.make_optimizer(parsed, 1e-3, cnn)
+    optimizer = parsed.optimizer.make(1e-3, cnn)
     assert optimizer.lr_multiplier == pytest.approx(0.1) and len(optimizer.multiplied_paths) == 2
-    assert type(trainer.make_optimizer(parsed, 1e-3, [])) is keras.optimizers.Adam  # stage 1
-    plain = imcap_args.parse_args([])
-    assert type(trainer.make_optimizer(plain, 1e-3, cnn)) is keras.optimizers.Adam
+    assert type(parsed.optimizer.make(1e-3, [])) is keras.optimizers.Adam  # stage 1
+    plain = training_config(imcap_args.parse_args([]))
+    assert type(plain.optimizer.make(1e-3, cnn)) is keras.optimizers.Adam

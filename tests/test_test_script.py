@@ -78,7 +78,7 @@ def test_beam_search_val_split_and_attention_file(trained):
         np.testing.assert_allclose(f["alpha"][:], expected["alpha"], atol=1e-6)
         np.testing.assert_allclose(f["beta"][:], expected["beta"], atol=1e-6)
         assert f["alpha"].shape == (len(val), 7, 64)
-        assert f.attrs["vocabulary"].split("\n") == model.config.vocabulary
+        assert tuple(f.attrs["vocabulary"].split("\n")) == model.config.vocabulary.words
 
 
 def test_sampling_and_the_seeds_command(trained):
@@ -95,7 +95,8 @@ def test_sampling_and_the_seeds_command(trained):
 
 def test_a_checkpoint_for_other_data_is_refused(trained, capsys):
     folder, model, _ = trained
-    other = Captioner(model.config.replace(vocabulary=model.config.vocabulary[:-1] + ["zebra"]))
+    other = Captioner(model.config.replace(
+        vocabulary=list(model.config.vocabulary.words[:-1]) + ["zebra"]))
     checkpoints.save_model(other, str(folder / "models" / "other.keras"))
     bigger = Captioner(model.config.replace(image_size=64))
     checkpoints.save_model(bigger, str(folder / "models" / "bigger.keras"))

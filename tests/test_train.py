@@ -10,8 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from imcap import train, trainer
+from imcap import train
+from imcap.train import training_config
+from imcap.training.callbacks import EarlyStopping
+from imcap.training.trainer import Trainer
 from imcap.models.captioner import Captioner
+from imcap.models.feature_standardization import feature_statistics
 from imcap.utils import features
 from imcap.utils.checkpoints import load_model
 from imcap.utils.loader import CaptionData
@@ -67,7 +71,7 @@ def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
 
 def test_early_stopping_stops_at_the_right_epoch(data_folder, monkeypatch):
     scripted = iter([1.0, 2.0, 2.0, 1.5, 1.9, 3.0, 4.0])
-    monkeypatch.setattr(trainer.Trainer, "validate", lambda self, *models: next(scripted))
+    monkeypatch.setattr(Trainer, "validate", lambda self, *models: next(scripted))
     train.main(["-data_folder", str(data_folder), "-nepochs", "10", "-ftnepochs", "0",
                 "-pat", "3"] + TINY)
     frozen = read_state(data_folder)["stages"]["frozen"]
@@ -79,7 +83,7 @@ def test_early_stopping_stops_at_the_right_epoch(data_folder, monkeypatch):
 
 
 def test_early_stopping_on_loss_minimizes():
-    stopper = trainer.EarlyStopping(2, maximize=False)
+    stopper = EarlyStopping(2, maximize=False)
     assert [stopper.update(v) for v in (3.0, 2.0, 2.5, 1.0, 1.5, 1.2)] == [
         (True, False), (True, False), (False, False), (True, False), (False, False),
         (False, True)]
@@ -120,9 +124,18 @@ def test_standardized_features_store_their_statistics(data_folder):
                 "-standardize", "position", "--precompute_feats", "-sent_dropout", "0.5",
                 "--position_embedding"] + TINY)
     model = load_model(read_state(data_folder)["stages"]["frozen"]["last_path"])
-    assert len(model.config.feature_scale) == 256
-    assert np.asarray(model.config.feature_center).shape == (64, 256)
-    assert model.get_layer("standardize") is not None
+    layer = model.get_layer("standardize")
+    assert model.config.standardize == "position" and layer.center
+    assert layer.scale.shape == (256,) and layer.mean.shape == (64, 256)
+    assert not layer.trainable_weights  # statistics, not parameters
+    # they are the training split's, from the cache of the model's own encoder
+    cache = str(data_folder / "tmp" / "model_features.h5")
+    split = CaptionData(str(data_folder / "data" / "cocotalk_challenge.h5"),
+                        str(data_folder / "data" / "cocotalk_challenge.json"), "train")
+    scale, center = feature_statistics(features.read_split_features(cache, split.positions),
+                                       center=True)
+    np.testing.assert_allclose(layer.scale, scale, rtol=1e-5)
+    np.testing.assert_allclose(layer.mean, center, rtol=1e-5, atol=1e-6)
     assert model.config.sent_dropout == 0.5 and model.config.position_embedding
 
 
@@ -142,7 +155,7 @@ def test_plot_curves_writes_a_png(data_folder, monkeypatch):
     from imcap import plot_curves
 
     scripted = iter([1.0, 2.0])
-    monkeypatch.setattr(trainer.Trainer, "validate", lambda self, *models: next(scripted))
+    monkeypatch.setattr(Trainer, "validate", lambda self, *models: next(scripted))
     train.main(["-data_folder", str(data_folder), "-nepochs", "2", "-ftnepochs", "0"] + TINY)
     plot_curves.main(["-data_folder", str(data_folder)])
     png = data_folder / "results" / "model_curves.png"
@@ -162,12 +175,12 @@ def test_accumulated_gradients_equal_the_large_batch(shapes_prepro):
     for accum, batches in ((1, [(x, y, w)]), (2, [
             ({k: v[:4] for k, v in x.items()}, y[:4], w[:4]),
             ({k: v[4:] for k, v in x.items()}, y[4:], w[4:])])):
-        parsed = imcap_args.parse_args(TINY + ["-dr_ratio", "0", "-optim", "SGD", "-lr", "0.5",
-                                               "-accum", str(accum)])
+        parsed = training_config(imcap_args.parse_args(
+            TINY + ["-dr_ratio", "0", "-optim", "SGD", "-lr", "0.5", "-accum", str(accum)]))
         keras.utils.set_random_seed(1)
-        model = Captioner(imcap_args.model_config(parsed, data.vocabulary))
+        model = Captioner(parsed.model_config(data.vocabulary))
         set_trainable(model.encoder)  # stage 1: BatchNormalization in inference mode
-        model.compile(optimizer=trainer.make_optimizer(parsed, parsed.lr),
+        model.compile(optimizer=parsed.optimizer.make(parsed.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         for bx, by, bw in batches:
             model.train_on_batch(bx, by, sample_weight=bw)

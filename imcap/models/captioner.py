@@ -7,7 +7,7 @@ from keras import ops
 from imcap.models.adaptive_attention import AdaptiveAttention
 from imcap.models.caption_collapse import CaptionCollapse
 from imcap.models.caption_expansion import CaptionExpansion
-from imcap.models.config import CaptionerConfig
+from imcap.models.config import CaptionerConfig, legacy_statistics
 from imcap.models.encoder import build_encoder
 from imcap.models.feature_standardization import FeatureStandardization
 from imcap.models.position_embedding import PositionEmbedding
@@ -44,9 +44,11 @@ class Captioner(keras.Model):
         config: a ``CaptionerConfig`` (or its dict); stored by ``get_config``.
         load_encoder_weights: load ``config.cnn_weights`` into the CNN; False when the weights
             will be restored from a checkpoint anyway.
+        feature_statistics: ``(scale, center)`` for ``FeatureStandardization``, from a
+            checkpoint saved when they were part of the config (``from_config`` passes them).
     """
 
-    def __init__(self, config, load_encoder_weights=True, **kwargs):
+    def __init__(self, config, load_encoder_weights=True, feature_statistics=None, **kwargs):
         if isinstance(config, dict):
             config = CaptionerConfig.from_dict(config)
         dropout_rate = config.dr_ratio if config.dropout_layers else 0.0
@@ -60,10 +62,10 @@ class Captioner(keras.Model):
                 num_regions, feature_dim = self.encoder.output.shape[1:]
                 config = config.replace(num_regions=num_regions, feature_dim=feature_dim)
             self.standardize = None
-            if config.feature_scale is not None:
-                self.standardize = FeatureStandardization(config.feature_scale,
-                                                          config.feature_center,
-                                                          name="standardize")
+            if config.standardize != "none":
+                self.standardize = FeatureStandardization(
+                    center=config.standardize == "position", statistics=feature_statistics,
+                    name="standardize")
             self.position_embedding = None
             if config.position_embedding:
                 self.position_embedding = PositionEmbedding(name="position_embedding")
@@ -74,7 +76,7 @@ class Captioner(keras.Model):
                                                         name="Vi")
             self.region_keys = keras.layers.Dense(config.emb_dim, activation="relu",
                                                   name="Vi_emb")
-            self.word_embedding = keras.layers.Embedding(config.vocab_size, config.emb_dim,
+            self.word_embedding = keras.layers.Embedding(config.vocabulary.size, config.emb_dim,
                                                          name="word_embedding")
             self.word_relu = keras.layers.Activation("relu", name="word_relu")
             self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
@@ -90,7 +92,7 @@ class Captioner(keras.Model):
                     config.z_dim, config.emb_dim, use_sentinel=config.sgate,
                     dropout=dropout_rate, sentinel_dropout=config.sent_dropout, name="attention")
                 self.mlp = keras.layers.Dense(config.emb_dim, activation="tanh", name="mlp")
-            self.logits = keras.layers.Dense(config.vocab_size, name="logits")
+            self.logits = keras.layers.Dense(config.vocabulary.size, name="logits")
             self.logits_float32 = keras.layers.Activation("linear", dtype="float32",
                                                           name="logits_float32")
             self.expand_captions = CaptionExpansion(name="expand_captions")
@@ -235,4 +237,6 @@ class Captioner(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        return cls(config.pop("config"), load_encoder_weights=False, **config)
+        values = dict(config.pop("config"))
+        statistics = legacy_statistics(values)  # a checkpoint from before they were weights
+        return cls(values, load_encoder_weights=False, feature_statistics=statistics, **config)

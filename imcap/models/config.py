@@ -2,9 +2,12 @@
 
 import dataclasses
 
+from imcap.utils.vocab import Vocabulary
+
 # kept free of Keras imports, so that command-line help and config checks start fast
 CNN_NAMES = ("resnet", "vgg16", "vgg19")
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+STANDARDIZE = ("none", "channel", "position")
 MODEL_VERSION = 2  # 2: the seed's final model (issue 14); 1: before, an earlier revision's
 
 
@@ -13,10 +16,11 @@ class CaptionerConfig:
     """Everything needed to rebuild a captioner; ``Captioner(config)`` builds it.
 
     The vocabulary comes from the preprocessed JSON (``ix_to_word``), so the output size is never
-    a flag to keep in sync: ``vocab_size`` is ``len(vocabulary) + 1`` (id 0 is padding).
+    a flag to keep in sync: it is ``vocabulary.size`` (the words and id 0, the padding).
 
     Attributes:
-        vocabulary: words of ids 1..V-1, in id order (``<start>``, ``<eos>``, ``UNK`` included).
+        vocabulary: a ``Vocabulary`` (a list of the words of ids 1..V-1 is turned into one;
+            stored as that list).
         max_length: caption length of the training data, markers included (decoding limit).
         input_images: the model takes images and runs the CNN (``True``) or takes precomputed
             region features (``False``, stage 1 from a feature cache).
@@ -33,8 +37,9 @@ class CaptionerConfig:
         attention: spatial attention (``False`` is the seed's ``--lstm`` baseline).
         sent_dropout: fraction of training captions whose sentinel is switched off.
         position_embedding: add a learned position embedding to the region features.
-        feature_scale, feature_center: standardisation statistics of the training split
-            (``FeatureStandardization``); None to use raw features.
+        standardize: ``none`` (raw features), ``channel`` (each channel scaled by its spread)
+            or ``position`` (each position's mean removed first): ``FeatureStandardization``,
+            whose statistics (of the training split) are weights.
         dtype_policy: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
         model_version: 2, the seed's final model; a checkpoint without it was saved by an
             earlier imcap (version 1: tanh ``zh_embed``, relu ``zs_embed``, ``--dr`` before the
@@ -42,7 +47,7 @@ class CaptionerConfig:
             is refused rather than silently computed another way.
     """
 
-    vocabulary: list
+    vocabulary: Vocabulary
     max_length: int = 18
     input_images: bool = True
     cnn: str = "resnet"
@@ -60,8 +65,7 @@ class CaptionerConfig:
     attention: bool = True
     sent_dropout: float = 0.0
     position_embedding: bool = False
-    feature_scale: list = None
-    feature_center: list = None
+    standardize: str = "none"
     dtype_policy: str = "float32"
     model_version: int = MODEL_VERSION
 
@@ -72,14 +76,13 @@ class CaptionerConfig:
                 f"this one computes version {MODEL_VERSION}): its zh_embed (tanh) and zs_embed "
                 f"(relu) are linear now, and its LSTM and --dr dropouts moved to where "
                 f"imcap_keras HEAD has them; train it again")
-        if not self.vocabulary or not all(isinstance(w, str) for w in self.vocabulary):
-            raise ValueError("vocabulary must be a non-empty list of words (ids 1..V-1).")
-        self.vocabulary = list(self.vocabulary)
-        for word in ("<start>", "<eos>"):
-            if word not in self.vocabulary:
-                raise ValueError(f"vocabulary must contain {word!r}, as prepro_coco.py writes it.")
+        if not isinstance(self.vocabulary, Vocabulary):
+            self.vocabulary = Vocabulary(self.vocabulary or ())
         if self.cnn not in CNN_NAMES:
             raise ValueError(f"cnn must be one of {', '.join(CNN_NAMES)}, got {self.cnn!r}.")
+        if self.standardize not in STANDARDIZE:
+            raise ValueError(f"standardize must be one of {', '.join(STANDARDIZE)}, got "
+                             f"{self.standardize!r}.")
         if self.dtype_policy not in DTYPE_POLICIES:
             raise ValueError(f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, "
                              f"got {self.dtype_policy!r}.")
@@ -96,23 +99,15 @@ class CaptionerConfig:
             raise ValueError("a captioner on precomputed features needs num_regions and "
                              "feature_dim.")
 
-    @property
-    def vocab_size(self):
-        return len(self.vocabulary) + 1
-
-    @property
-    def start_id(self):
-        return self.vocabulary.index("<start>") + 1
-
-    @property
-    def end_id(self):
-        return self.vocabulary.index("<eos>") + 1
-
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """Plain values (the vocabulary as its list of words), for the checkpoint's JSON."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dict(values, vocabulary=list(self.vocabulary.words))
 
     @classmethod
     def from_dict(cls, values):
+        values = dict(values)
+        legacy_statistics(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -121,3 +116,16 @@ class CaptionerConfig:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def legacy_statistics(values):
+    """Takes the feature statistics out of a config dict saved before they were weights
+    (``feature_scale``, ``feature_center``), sets ``standardize`` from them, and returns them as
+    ``(scale, center or None)``, or None when ``values`` has none."""
+    if "feature_scale" not in values and "feature_center" not in values:
+        return None
+    scale, center = values.pop("feature_scale", None), values.pop("feature_center", None)
+    if scale is None:
+        return None
+    values["standardize"] = "channel" if center is None else "position"
+    return scale, center

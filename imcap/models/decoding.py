@@ -30,13 +30,14 @@ class Decoder:
             raise ValueError(f"max_length must be at least 2 (<start> and a word), got "
                              f"{self.max_length}")
         self.steps = self.max_length - 1
-        config = model.config
-        self.end_id, self.start_id = config.end_id, config.start_id
+        config, vocabulary = model.config, model.config.vocabulary
+        self.vocabulary = vocabulary
+        self.end_id, self.start_id = vocabulary.end_id, vocabulary.start_id
         self.num_regions = config.num_regions if config.attention else 0
-        banned = np.zeros(config.vocab_size, dtype=np.float32)
-        banned[[0, config.start_id] + ([config.end_id] if suppress_eos else [])] = -np.inf
+        banned = np.zeros(vocabulary.size, dtype=np.float32)
+        banned[[0, self.start_id] + ([self.end_id] if suppress_eos else [])] = -np.inf
         self.banned = tf.constant(banned)
-        banned[config.end_id] = -np.inf
+        banned[self.end_id] = -np.inf
         self.banned_first = tf.constant(banned)  # no empty captions
         self._calls = 0
         self._decode = tf.function(self._decode_graph, reduce_retracing=True)
@@ -81,27 +82,11 @@ class Decoder:
     def to_words(self, ids, keep_end=False):
         """Lists of words for rows of word ids, stopping at ``<eos>`` (kept with ``keep_end``)
         or padding."""
-        return [ids_to_words(self.model.config.vocabulary, row, self.end_id, keep_end)
-                for row in ids]
+        return [self.vocabulary.ids_to_words(row, keep_end) for row in ids]
 
     def to_captions(self, ids):
         """Strings for rows of word ids, stopping at ``<eos>``."""
         return [" ".join(words) for words in self.to_words(ids)]
-
-
-def ids_to_words(vocabulary, ids, end_id, keep_end=False):
-    """The words of one row of word ids (word i is ``vocabulary[i - 1]``) up to ``<eos>``
-    (included with ``keep_end``) or padding."""
-    words = []
-    for word_id in ids:
-        if word_id == 0:
-            break
-        if word_id == end_id:
-            if keep_end:
-                words.append(vocabulary[word_id - 1])
-            break
-        words.append(vocabulary[word_id - 1])
-    return words
 
 
 def _clear_after_end(outputs, end_id):
@@ -245,7 +230,7 @@ class BeamSearchDecoder(Decoder):
             log_probs, state, alpha, beta = self._step(encoded, s["words"], s["state"], t,
                                                        weights)
             # best 2 x beams words per beam, then the best 2 x beams extensions per image
-            per_beam = min(2 * beams, model.config.vocab_size)
+            per_beam = min(2 * beams, model.config.vocabulary.size)
             width = min(2 * beams, beams * per_beam)
             word_scores, word_ids = tf.math.top_k(log_probs, k=per_beam)
             totals = s["scores"][:, :, None] + by_beam(word_scores)  # (B, beams, per_beam)

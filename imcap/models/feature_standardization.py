@@ -12,31 +12,78 @@ class FeatureStandardization(keras.layers.Layer):
     Raw features of a randomly initialised ResNet differ between channels by orders of
     magnitude and made every caption the same; dividing each channel by its spread on the
     training split (and, optionally, removing each position's mean) fixes that. The statistics
-    are constructor arguments, so they live in the model config and in every checkpoint.
+    are non-trainable weights, as ``keras.layers.Normalization`` keeps its mean and variance:
+    ``scale`` (D,) and, with ``center``, ``center`` (K, D); they are saved with the other
+    weights, and the config holds only whether there is a center. ``set_statistics`` fills them
+    (``feature_statistics`` computes them); until then the layer is the identity.
+
+    Checkpoints saved before the statistics were weights kept them in the config
+    (``{"scale": [...], "center": [...]}``); ``from_config`` (and ``statistics``) takes them as
+    the weights' values, and loading such a file, which has no weights for the layer, keeps
+    them.
 
     Args:
-        scale: (D,) multipliers, usually 1 / std of each channel.
-        center: None, or (K, D) means of each position and channel to subtract.
+        center: subtract a per-position, per-channel mean before scaling.
+        statistics: ``(scale, center or None)`` to start from (migrated checkpoints).
     """
 
-    def __init__(self, scale, center=None, **kwargs):
+    def __init__(self, center=False, statistics=None, **kwargs):
         super().__init__(**kwargs)
-        self.scale = [float(v) for v in np.asarray(scale, dtype=np.float64).reshape(-1)]
-        self.center = None if center is None else np.asarray(center, dtype=np.float64).tolist()
+        self.center = bool(center)
+        self._statistics = statistics
+
+    def build(self, input_shape):
+        regions, channels = input_shape[-2], input_shape[-1]
+        scale, center = self._statistics or (None, None)
+        self.scale = self.add_weight(name="scale", shape=(channels,), trainable=False,
+                                     initializer=_values(scale, "ones"))
+        if self.center:
+            self.mean = self.add_weight(name="center", shape=(regions, channels),
+                                        trainable=False, initializer=_values(center, "zeros"))
+        self.built = True
+
+    def set_statistics(self, scale, center=None):
+        """Sets the statistics (``feature_statistics``' output) of a built layer."""
+        if (center is not None) != self.center:
+            raise ValueError(f"the layer was built {'with' if self.center else 'without'} a "
+                             f"center; got {'one' if center is not None else 'none'}.")
+        self.scale.assign(np.asarray(scale, dtype="float32").reshape(self.scale.shape))
+        if self.center:
+            self.mean.assign(np.asarray(center, dtype="float32").reshape(self.mean.shape))
 
     def call(self, features):
         features = ops.cast(features, self.compute_dtype)
-        if self.center is not None:
-            features = features - ops.cast(ops.convert_to_tensor(self.center), self.compute_dtype)
-        return features * ops.cast(ops.convert_to_tensor(self.scale), self.compute_dtype)
+        if self.center:
+            features = features - ops.cast(self.mean, self.compute_dtype)
+        return features * ops.cast(self.scale, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def load_own_variables(self, store):
+        if self._statistics is not None and not len(store.keys()):
+            return  # a checkpoint from before the statistics were weights: keep its config's
+        super().load_own_variables(store)
+
     def get_config(self):
         config = super().get_config()
-        config.update({"scale": self.scale, "center": self.center})
+        config.update({"center": self.center})
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("scale"), list):  # saved before the statistics were weights
+            scale, center = config.pop("scale"), config.pop("center", None)
+            return cls(center=center is not None, statistics=(scale, center), **config)
+        return cls(**config)
+
+
+def _values(values, default):
+    if values is None:
+        return default
+    array = np.asarray(values, dtype="float32")
+    return lambda shape, dtype=None: ops.cast(ops.reshape(array, shape), dtype or "float32")
 
 
 def feature_statistics(batches, center=False, epsilon=1e-6):

@@ -1,27 +1,20 @@
-"""Checkpoints and training state, written atomically (temporary name, then rename)."""
+"""Checkpoints, optimizer state and the training state file, written atomically."""
 
-import json
 import os
 
 import h5py
 import keras
 import numpy as np
 
-from imcap.utils.fileio import DataError, write_json_atomic
+from imcap.utils.fileio import DataError, atomic_output, write_json_atomic
 
 
 def _save_atomically(save, path, suffix):
     """Calls ``save(temporary)`` (a name Keras accepts: it keeps ``suffix``), then renames."""
     if not path.endswith(suffix):
         raise ValueError(f"expected a file name ending in {suffix}, got {path!r}.")
-    temporary = path[:-len(suffix)] + ".partial" + suffix
-    try:
+    with atomic_output(path, suffix) as temporary:
         save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def save_model(model, path):
@@ -63,13 +56,12 @@ def check_data_matches(model, data, path):
     """A checkpoint (``path``) must speak the vocabulary of ``data`` (a ``CaptionData``) and,
     when ``data`` holds images, take images of their size."""
     config = model.config
-    if config.vocabulary != data.vocabulary:
-        ours, theirs = config.vocabulary, data.vocabulary
-        i = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
-                 min(len(ours), len(theirs)))
+    ours, theirs = config.vocabulary, data.vocabulary
+    first = ours.first_difference(theirs)
+    if first is not None:
         raise DataError(f"checkpoint {path} was trained with another vocabulary than "
-                        f"{data.json_path} ({len(ours)} and {len(theirs)} words; word {i + 1} "
-                        f"is {_word(ours, i)} and {_word(theirs, i)})")
+                        f"{data.json_path} ({len(ours)} and {len(theirs)} words; word {first} "
+                        f"is {_word(ours, first)} and {_word(theirs, first)})")
     if not data.with_images:
         return
     if model.encoder is None:
@@ -81,25 +73,13 @@ def check_data_matches(model, data, path):
                         f"with --imsize {config.image_size}")
 
 
-def _word(vocabulary, i):
-    return repr(vocabulary[i]) if i < len(vocabulary) else "missing"
+def _word(vocabulary, word_id):
+    return repr(vocabulary.word(word_id)) if word_id <= len(vocabulary) else "missing"
 
 
 def write_state(path, state):
-    """The training state (stage, epoch, best metric, patience, ...) as JSON, atomically."""
+    """The training state (``TrainingState.to_dict()``) as JSON, atomically."""
     write_json_atomic(path, state)
-
-
-def read_state(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"no training state to resume from: {path} (run without --resume "
-                        f"first)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"training state {path} is malformed JSON: {e.msg}") from None
-
 
 
 def _random_states(model):

@@ -41,7 +41,6 @@ def cache_features(encoder, cnn, h5_path, out_path, batch_size=64):
             if f.attrs.get("fingerprint") == fingerprint:
                 log.info("reusing the feature cache %s", out_path)
                 return out_path
-    temporary = fileio.prepare_output(out_path)
     # compiled once: called eagerly, a Keras model runs several times slower
     run = tf.function(lambda images: encoder(preprocess_images(images, cnn), training=False),
                       reduce_retracing=True)
@@ -49,7 +48,9 @@ def cache_features(encoder, cnn, h5_path, out_path, batch_size=64):
     def compute(start, stop):
         return np.asarray(run(images[start:stop].transpose(0, 2, 3, 1)), dtype=np.float16)
 
-    with h5py.File(h5_path, "r") as source:
+    # kept when interrupted: the next run resumes it
+    with fileio.atomic_output(out_path, keep_on_error=True) as temporary, \
+            h5py.File(h5_path, "r") as source:
         images = source["images"]
         total = images.shape[0]
         shape = (total,) + tuple(encoder.output.shape[1:])
@@ -63,7 +64,6 @@ def cache_features(encoder, cnn, h5_path, out_path, batch_size=64):
                 target.attrs["done"] = stop  # the batch is on disk once flushed
                 target.flush()
                 progress.update(stop - start)
-    fileio.commit(out_path)
     return out_path
 
 

@@ -1,9 +1,11 @@
 """Reading input files with clear errors, and writing output files atomically.
 
-Every output goes to ``<name>.partial`` first and is renamed into place only when it is
-complete, so an interrupted run never leaves a file that looks finished.
+Every output the toolkit writes goes through ``atomic_output``: to ``<name>.partial`` first,
+renamed into place only when it is complete, so an interrupted run never leaves a file that
+looks finished.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,22 +32,70 @@ def load_json(path, what="JSON file"):
                         f"column {e.colno})") from None
 
 
-def partial_path(path):
-    """The temporary name an output is written under until it is complete."""
-    return f"{path}.partial"
+def partial_path(path, suffix=""):
+    """The temporary name an output is written under until it is complete: ``PATH.partial``,
+    or ``STEM.partial SUFFIX`` when ``path`` ends in ``suffix`` (for writers that insist on
+    their extension: Keras' ``.keras`` and ``.weights.h5``, matplotlib's ``.png``)."""
+    if suffix and path.endswith(suffix):
+        return f"{path[:-len(suffix)]}.partial{suffix}"
+    return f"{path.rstrip(os.sep)}.partial"
 
 
 def prepare_output(path):
-    """Checks that ``path`` can be written (its folder is created) before long work starts.
-
-    Returns the ``.partial`` path to write to.
-    """
+    """Checks that ``path`` can be written (its folder is created) before long work starts."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     check_writable(folder)
     if os.path.isdir(path):
         raise DataError(f"output {path} is a directory, expected a file name")
-    return partial_path(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix="", directory=False, keep_on_error=False):
+    """Writes ``path`` all or nothing: yields the temporary name (``partial_path``) to write;
+    when the block ends, moves it into place (atomic on one file system), replacing what was
+    there; when the block raises (even ``KeyboardInterrupt``), removes it, unless
+    ``keep_on_error`` (a resumable output, such as the feature cache).
+
+    Args:
+        path: the output; its folder is created and checked first (``prepare_output``).
+        suffix: the extension the writer needs to see at the end of the temporary name.
+        directory: the output is a folder (a SavedModel); a folder already at ``path`` is
+            replaced once the new one is complete.
+    """
+    if directory:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        check_writable(os.path.dirname(os.path.abspath(path)))
+    else:
+        prepare_output(path)
+    temporary = partial_path(path, suffix)
+    try:
+        yield temporary
+        if directory and os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(temporary, path)
+    except BaseException:
+        if not keep_on_error:
+            _remove(temporary)
+        raise
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def link_atomically(source, target):
+    """``target`` becomes the file ``source`` (a hard link: checkpoints are ~100 MB, and files
+    here are replaced, never rewritten in place; a copy where links are not supported)."""
+    with atomic_output(target) as temporary:
+        _remove(temporary)
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
 
 
 def check_writable(folder):
@@ -67,19 +117,6 @@ def check_space(path, need, what):
                         f"needs about {need / 1e6:.1f} MB")
 
 
-def commit(path):
-    """Moves ``<path>.partial`` into place (atomic on one file system)."""
-    os.replace(partial_path(path), path)
-
-
-def discard(path):
-    """Removes ``<path>.partial`` if it exists."""
-    try:
-        os.remove(partial_path(path))
-    except FileNotFoundError:
-        pass
-
-
 def write_json(path, obj):
     """Writes ``obj`` as JSON (``json.dump`` defaults, as the seed) and syncs it to disk."""
     with open(path, "w") as f:
@@ -89,11 +126,6 @@ def write_json(path, obj):
 
 
 def write_json_atomic(path, obj):
-    """Writes ``obj`` as JSON to ``path`` through a ``.partial`` file."""
-    tmp = prepare_output(path)
-    try:
-        write_json(tmp, obj)
-        commit(path)
-    except BaseException:
-        discard(path)
-        raise
+    """Writes ``obj`` as JSON to ``path``, all or nothing (``atomic_output``)."""
+    with atomic_output(path) as temporary:
+        write_json(temporary, obj)

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from imcap.utils.fileio import DataError, load_json
+from imcap.utils.vocab import Vocabulary
 
 LABEL_FIELDS = ("labels", "label_start_ix", "label_end_ix", "label_length")
 # keras.applications "caffe" preprocessing (ResNet50, VGG16, VGG19): RGB -> BGR, minus the
@@ -68,11 +69,7 @@ class CaptionData:
                 or not isinstance(info.get("images"), list):
             raise DataError(f"vocabulary json {json_path}: expected an object with 'ix_to_word' "
                             f"and 'images', as prepro_coco.py writes")
-        self.ix_to_word = {int(ix): word for ix, word in info["ix_to_word"].items()}
-        if sorted(self.ix_to_word) != list(range(1, len(self.ix_to_word) + 1)):
-            raise DataError(f"vocabulary json {json_path}: 'ix_to_word' must number its words "
-                            f"1..{len(self.ix_to_word)} without gaps")
-        self.vocab_size = len(self.ix_to_word) + 1  # word 0 is padding
+        self.vocabulary = Vocabulary.from_ix_to_word(info["ix_to_word"], json_path)
         try:
             splits = [image["split"] for image in info["images"]]
         except (TypeError, KeyError):
@@ -119,9 +116,9 @@ class CaptionData:
                 or np.any(end > len(labels)):
             raise DataError(f"HDF5 file {h5_path}: label_start_ix/label_end_ix must be 1-based "
                             f"inclusive pointers into the {len(labels)} rows of 'labels'")
-        if labels.max(initial=0) >= self.vocab_size:
+        if labels.max(initial=0) >= self.vocabulary.size:
             raise DataError(f"HDF5 file {h5_path}: 'labels' holds word id {labels.max()} but "
-                            f"{json_path} has only {self.vocab_size - 1} words; the two files "
+                            f"{json_path} has only {len(self.vocabulary)} words; the two files "
                             f"do not belong together")
         self.labels = labels.astype(np.int32)
         self.label_start = start[self.positions].astype(np.int64) - 1  # 0-based rows
@@ -150,11 +147,6 @@ class CaptionData:
 
     def __len__(self):
         return len(self.positions)
-
-    @property
-    def vocabulary(self):
-        """Words of ids 1..V-1 in id order, as ``CaptionerConfig.vocabulary`` takes them."""
-        return [self.ix_to_word[i] for i in range(1, self.vocab_size)]
 
     def caption_rows(self, seq_per_img, rng=None):
         """(n, seq_per_img) rows of ``labels``: random without replacement (repeated when an image

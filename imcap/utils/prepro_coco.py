@@ -45,6 +45,7 @@ labels, pointers, lengths, vocabulary and image list equal what the seed's scrip
 Python 3. Every output is written under ``<name>.partial`` and renamed when complete.
 """
 
+import contextlib
 import os
 import random
 import sys
@@ -250,10 +251,14 @@ def main(params):
                            f"the HDF5 of {len(records)} images")
     dropped_list = dropped_list_path(params["output_json"])
     outputs = [params["output_h5"], params["output_json"]]
-    every = outputs + [coco_gt.gt_path(params["output_json"], s) for s in coco_gt.GT_SPLITS]
-    every.append(dropped_list)
-    try:
-        with h5py.File(fileio.partial_path(params["output_h5"]), "w") as h5_file:
+    # every output is all or nothing; the JSON is committed last (its block is entered first):
+    # a JSON in place means the whole run finished
+    with contextlib.ExitStack() as stack:
+        def output(path):
+            return stack.enter_context(fileio.atomic_output(path))
+
+        json_partial, h5_partial = output(params["output_json"]), output(params["output_h5"])
+        with h5py.File(h5_partial, "w") as h5_file:
             if not params["no_images"]:
                 unreadable = write_images(h5_file, records, params)
                 records = drop_images(records, unreadable, dropped)
@@ -265,27 +270,20 @@ def main(params):
                 if unreadable:
                     text = process_text(records, params, random_split)
             write_labels(h5_file, *text[1:])
-        fileio.write_json(fileio.partial_path(params["output_json"]), output_json(text[0], records))
+        fileio.write_json(json_partial, output_json(text[0], records))
         if all(r["id"] is not None for r in records):
             for split in coco_gt.GT_SPLITS:
                 if any(r["split"] == split for r in records):
                     outputs.append(coco_gt.gt_path(params["output_json"], split))
                     gt = coco_gt.build_gt(records, split, params["source"])
-                    fileio.write_json(fileio.partial_path(outputs[-1]), gt)
+                    fileio.write_json(output(outputs[-1]), gt)
         else:
             print("images have no 'id': no ground-truth caption files written")
         if dropped:
             outputs.append(dropped_list)
-            write_dropped_list(fileio.partial_path(dropped_list), dropped)
+            write_dropped_list(output(dropped_list), dropped)
         elif os.path.isfile(dropped_list):
             os.remove(dropped_list)  # an earlier run's list: no image of this run was dropped
-        # the JSON last: a JSON in place means the whole run finished
-        for path in [outputs[0]] + outputs[2:] + [outputs[1]]:
-            fileio.commit(path)
-    except BaseException:
-        for path in every:
-            fileio.discard(path)
-        raise
     for path in outputs:
         print("wrote ", path)
     return outputs

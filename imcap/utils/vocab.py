@@ -16,6 +16,8 @@ import string
 
 import numpy as np
 
+from imcap.utils.fileio import DataError
+
 START = "<start>"
 END = "<eos>"
 UNK = "UNK"
@@ -27,6 +29,104 @@ def tokenize(caption):
     """Returns the seed's token list for one raw caption, markers included."""
     words = str(caption).lower().translate(_DELETE_PUNCTUATION).strip().split()
     return [START] + words + [END]
+
+
+class Vocabulary:
+    """The words a captioner reads and writes: id 0 is padding, ids 1..V-1 are ``words`` in
+    order (the JSON's ``ix_to_word``), ``<start>`` and ``<eos>`` among them.
+
+    Attributes:
+        words: the words of ids 1..V-1, a tuple.
+        size: V, the number of ids (the words and the padding).
+        start_id, end_id: the ids of ``<start>`` and ``<eos>``; unk_id: of ``UNK``, or None.
+    """
+
+    def __init__(self, words):
+        words = tuple(words)
+        if not words or not all(isinstance(w, str) for w in words):
+            raise ValueError("vocabulary must be a non-empty list of words (ids 1..V-1).")
+        for word in (START, END):
+            if word not in words:
+                raise ValueError(f"vocabulary must contain {word!r}, as prepro_coco.py writes "
+                                 f"it.")
+        self.words = words
+        self._ids = {}
+        for i, word in enumerate(words):
+            self._ids.setdefault(word, i + 1)
+
+    @classmethod
+    def from_ix_to_word(cls, ix_to_word, source):
+        """From the JSON's ``ix_to_word`` (``{"1": word, ...}``); ``source`` names the file
+        in errors."""
+        try:
+            by_id = {int(ix): word for ix, word in ix_to_word.items()}
+        except (TypeError, ValueError, AttributeError):
+            raise DataError(f"vocabulary json {source}: 'ix_to_word' must map word ids to "
+                            f"words") from None
+        if sorted(by_id) != list(range(1, len(by_id) + 1)):
+            raise DataError(f"vocabulary json {source}: 'ix_to_word' must number its words "
+                            f"1..{len(by_id)} without gaps")
+        try:
+            return cls(by_id[i] for i in range(1, len(by_id) + 1))
+        except ValueError as e:
+            raise DataError(f"vocabulary json {source}: {e}") from None
+
+    @property
+    def size(self):
+        return len(self.words) + 1
+
+    @property
+    def start_id(self):
+        return self._ids[START]
+
+    @property
+    def end_id(self):
+        return self._ids[END]
+
+    @property
+    def unk_id(self):
+        return self._ids.get(UNK)
+
+    def word(self, word_id):
+        return self.words[word_id - 1]
+
+    def ids_to_words(self, ids, keep_end=False):
+        """The words of a row of ids, up to ``<eos>`` (kept with ``keep_end``) or padding."""
+        words = []
+        for word_id in ids:
+            word_id = int(word_id)
+            if word_id == self.end_id:
+                if keep_end:
+                    words.append(END)
+                break
+            if word_id == 0:
+                break
+            words.append(self.words[word_id - 1])
+        return words
+
+    def to_caption(self, ids):
+        """The caption string of a row of ids (``ids_to_words`` joined by spaces)."""
+        return " ".join(self.ids_to_words(ids))
+
+    def first_difference(self, other):
+        """The first id (1-based) whose word differs from ``other``'s, or None if equal."""
+        if self == other:
+            return None
+        pairs = zip(self.words, other.words)
+        return next((i + 1 for i, (a, b) in enumerate(pairs) if a != b),
+                    min(len(self.words), len(other.words)) + 1)
+
+    def __eq__(self, other):
+        return isinstance(other, Vocabulary) and self.words == other.words
+
+    def __hash__(self):
+        return hash(self.words)
+
+    def __len__(self):
+        return len(self.words)
+
+    def __repr__(self):
+        return f"Vocabulary({len(self.words)} words)"
 
 
 def count_words(token_lists):

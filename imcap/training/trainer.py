@@ -1,0 +1,288 @@
+"""The seed's two training stages, with early stopping on a caption metric and checkpoints.
+
+Stage 1 (``frozen``) trains the decoder with the CNN frozen (BatchNormalization in inference
+mode); stage 2 (``finetune``) fine-tunes the CNN from ``finetune_start_layer`` upward at its own
+learning rate, starting from stage 1's best checkpoint, or from ``start_from``.
+
+After every epoch the validation split is scored (greedy captions, or teacher-forced ones, or
+the loss) against the ground truth that prepro_coco.py wrote; the last checkpoint, the best one
+when the score improved, and then the state are saved (``CheckpointStore``).
+
+Before a stage trains, its output folders must be writable and hold room for two checkpoints
+with their optimizer state; a write that fails later (a full disk) stops the run with one line
+naming the file and the last complete checkpoint, from which ``--resume`` goes on.
+"""
+
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from imcap import distribute
+from imcap.coco_caption.scoring import load_ground_truth
+from imcap.models.captioner import Captioner
+from imcap.models.decoding import GreedyDecoder
+from imcap.models.encoder import set_trainable
+from imcap.models.feature_standardization import feature_statistics
+from imcap.training import validation
+from imcap.training.callbacks import EarlyStopping, EpochLoss, EpochProgress, StepCheckpoint
+from imcap.training.store import CheckpointStore, TrainingError
+from imcap.utils import checkpoints, features, fileio
+from imcap.utils.coco_gt import gt_path
+from imcap.utils.fileio import DataError, check_writable
+from imcap.utils.loader import CaptionData
+
+log = logging.getLogger("imcap.train")
+
+# the model settings a resumed run must repeat: they shape the network and its training
+ARCHITECTURE = ("cnn", "cnn_layer", "image_size", "emb_dim", "z_dim", "lstm_dim", "sgate",
+                "attention", "dropout_layers", "dr_ratio", "sent_dropout",
+                "position_embedding", "standardize", "dtype_policy")
+
+
+class Trainer:
+    """Runs the stages of ``config`` (a ``TrainingConfig``) in ``run`` (a ``RunFolder``)."""
+
+    def __init__(self, config, run, strategy=None):
+        self.config, self.run_folder = config, run
+        self.strategy = strategy or tf.distribute.get_strategy()
+        for folder in run.output_folders():
+            os.makedirs(folder, exist_ok=True)
+            check_writable(folder)
+        remove_partial_files(run.models)
+        self.json_path = run.data_file(config.json_file)
+        self.h5_path = run.data_file(config.h5file)
+        self.train_data = CaptionData(self.h5_path, self.json_path, "train")
+        self.val_data = CaptionData(self.h5_path, self.json_path, "val")
+        self.ground_truth = load_ground_truth(gt_path(self.json_path, "val"))
+        self.store = CheckpointStore(run, run.read_state() if config.resume else None)
+        self._decoder = None
+        self.position = None  # (stage, epoch, its EpochProgress) while a stage trains
+
+    @property
+    def state(self):
+        return self.store.state
+
+    # --- the stages, in order ---------------------------------------------------------------
+
+    def run(self):
+        """Trains every stage asked for; returns the final ``TrainingState``."""
+        log.info("strategy %s: %d replica(s)", self.config.strategy,
+                 self.strategy.num_replicas_in_sync)
+        with self.strategy.scope():
+            for stage in self.config.stages:
+                if self.state.stage(stage).done:
+                    log.info("stage %s already done (best %s)", stage,
+                             self.state.stage(stage).best_path)
+                    continue
+                model, fit_model = self.stage_model(stage)
+                self.train_stage(model, fit_model, stage)
+        return self.state
+
+    def stage_model(self, stage):
+        """The captioner a stage starts (or resumes) from, and the compiled model fit() runs."""
+        stage_state = self.state.stage(stage)
+        if stage_state.last_path:
+            log.info("resuming stage %s after epoch %d, step %d", stage,
+                     stage_state.epochs_done, stage_state.steps_done)
+            model = checkpoints.load_model(stage_state.last_path, compile=False)
+            checkpoints.check_data_matches(model, self.train_data, stage_state.last_path)
+            self.check_same_architecture(model, stage_state.last_path)
+            fit_model = self.prepare(model, stage)
+            checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
+                                          stage_state.optimizer_path, model)
+            return model, fit_model
+        start = self.config.start_from
+        if stage == "finetune" and not start and "frozen" in self.state.stages:
+            start = self.state.stage("frozen").best_path
+        if start:
+            log.info("stage %s starts from %s", stage, start)
+            model = checkpoints.load_model(start, compile=False)
+            checkpoints.check_data_matches(model, self.train_data, start)
+        else:
+            model = self.new_model()
+        return model, self.prepare(model, stage)
+
+    def train_stage(self, model, fit_model, stage):
+        config, stage_state = self.config, self.state.stage(stage)
+        check_checkpoint_space(self.run_folder.models, model, fit_model)
+        train_data, val_data = self.stage_data(model, stage)
+        epochs = config.stage_epochs(stage)
+        stopper = EarlyStopping(config.patience, config.maximize, stage_state.best,
+                                stage_state.wait)
+        csv = keras.callbacks.CSVLogger(self.run_folder.csv_log(stage), append=True)
+        board = keras.callbacks.TensorBoard(self.run_folder.tensorboard(stage))
+        steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+        for epoch in range(stage_state.epochs_done, epochs):
+            started = time.perf_counter()
+            loss, bad_step = self.train_epoch(model, fit_model, stage, epoch, train_data,
+                                              steps_per_epoch, [csv, board])
+            if not math.isfinite(loss):
+                at = f", step {bad_step}" if bad_step else ""
+                raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}"
+                                    f"{at}; stopped, the last good checkpoint is "
+                                    f"{stage_state.last_path or 'none yet'}")
+            value = self.validate(model, fit_model, val_data)
+            improved, stop = stopper.update(value)
+            log.info("stage %s epoch %d/%d: loss %.4f, val %s %.4f%s, %.0f s", stage, epoch + 1,
+                     epochs, loss, config.metric, value, " (best)" if improved else "",
+                     time.perf_counter() - started)
+            self.store.save_epoch(
+                model, fit_model.optimizer, stage, epoch + 1, config.metric, value, improved,
+                best=stopper.best, wait=stopper.wait, epochs_done=epoch + 1, steps_done=0,
+                epoch_loss=None, history=stage_state.history + [
+                    {"epoch": epoch + 1, "loss": loss, config.metric: value}])
+            if stop:
+                log.info("early stopping: no improvement for %d epochs", config.patience)
+                break
+        self.store.save_best_weights(stage)
+        stage_state.done = True
+        self.store.write_state()
+        self.position = None
+
+    def train_epoch(self, model, fit_model, stage, epoch, train_data, steps, callbacks):
+        """One epoch (0-based ``epoch``), or what a step checkpoint left of it; returns its
+        mean loss and the first step whose loss was not finite (None)."""
+        config, stage_state = self.config, self.state.stage(stage)
+        data = train_data.dataset(config.batch_size, model.config.cnn, training=True,
+                                  seq_per_img=config.captions_per_image, seed=config.seed,
+                                  epoch=epoch)
+        steps_done = stage_state.steps_done
+        epoch_loss = EpochLoss(len(train_data), config.batch_size, steps_done,
+                               stage_state.epoch_loss)
+        if steps_done:
+            log.info("resuming epoch %d after step %d", epoch + 1, steps_done)
+            data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
+        if not epoch_loss.images_left():  # killed after the epoch's last step was saved
+            return epoch_loss.epoch_mean(None), None
+        every = StepCheckpoint(self.store, model, fit_model.optimizer, stage, epoch + 1,
+                               epoch_loss, config.checkpoint_every)
+        progress = EpochProgress(f"{stage} {epoch + 1}/{config.stage_epochs(stage)}", steps,
+                                 steps_done)
+        self.position = (stage, epoch + 1, progress)
+        history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
+                                shuffle=False,  # the loader shuffles, seeded by epoch
+                                callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks,
+                                           every, progress])
+        return epoch_loss.epoch_mean(history.history["loss"][-1]), every.bad_step
+
+    # --- models -------------------------------------------------------------------------------
+
+    def new_model(self):
+        """A fresh captioner; with ``standardize``, its statistics come from the training
+        split's cached features of its own encoder. The model's image size must be the data's
+        (a checkpoint's own size is checked by ``checkpoints.check_data_matches``)."""
+        config = self.config.model_config(self.train_data.vocabulary)
+        if config.image_size != self.train_data.image_size:
+            raise DataError(f"-imsize is {config.image_size} but {self.h5_path} holds "
+                            f"{self.train_data.image_size} px images; pass -imsize "
+                            f"{self.train_data.image_size} or rerun prepro_coco.py with --imsize "
+                            f"{config.image_size}")
+        model = Captioner(config)
+        self.config.check_encoder(model.config.num_regions, model.config.feature_dim)
+        if config.standardize != "none":
+            cache = self.feature_cache(model)
+            model.standardize.set_statistics(*feature_statistics(
+                features.read_split_features(cache, self.train_data.positions),
+                center=config.standardize == "position"))
+        return model
+
+    def check_same_architecture(self, model, path):
+        """--resume with flags describing another network is refused, naming the first flag
+        that differs (the checkpoint would silently win otherwise)."""
+        wanted = self.config.model_config(self.train_data.vocabulary)
+        for name in ARCHITECTURE:
+            stored, given = getattr(model.config, name), getattr(wanted, name)
+            if stored != given:
+                raise DataError(f"--resume: checkpoint {path} has {name} {stored!r} but the "
+                                f"flags give {given!r}; repeat the flags of the interrupted run")
+
+    def feature_cache(self, model):
+        return features.cache_features(model.encoder, model.config.cnn, self.h5_path,
+                                       self.run_folder.feature_cache)
+
+    def uses_cache(self, stage):
+        return self.config.cache_features and stage == "frozen"
+
+    def prepare(self, model, stage):
+        """Freezes or unfreezes the CNN for ``stage`` and compiles, with a fresh optimizer, the
+        model that fit() runs: the captioner, or its decoder on cached features in stage 1
+        with --precompute_feats. Returns that model."""
+        finetune = stage == "finetune"
+        set_trainable(model.encoder, self.config.finetune_start_layer if finetune else None)
+        fit_model = model.features_model() if self.uses_cache(stage) else model
+        cnn_variables = model.encoder.trainable_variables if model.encoder is not None else []
+        optimizer = self.config.optimizer.make(self.config.stage_learning_rate(stage),
+                                               cnn_variables)
+        fit_model.compile(optimizer=optimizer,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if self.config.strategy != "default":
+            distribute.build_from_first_replica(fit_model)
+        return fit_model
+
+    def stage_data(self, model, stage):
+        """Train and val data of a stage: images, or the feature cache of ``model``'s CNN."""
+        if not self.uses_cache(stage):
+            return self.train_data, self.val_data
+        cache = self.feature_cache(model)
+        return (CaptionData(self.h5_path, self.json_path, "train", features_path=cache),
+                CaptionData(self.h5_path, self.json_path, "val", features_path=cache))
+
+    # --- validation ---------------------------------------------------------------------------
+
+    def validate(self, model, fit_model, val_data):
+        """The early-stopping value of ``model`` on the validation split."""
+        config = self.config
+        if config.metric == "loss":
+            data = val_data.dataset(config.batch_size, model.config.cnn, training=False)
+            return float(fit_model.evaluate(data.map(lambda x, y, w, ids: (x, y, w)), verbose=0))
+        from_features = val_data.features_path is not None
+        if self._decoder is None or self._decoder.model is not model \
+                or self._decoder.from_features != from_features:
+            self._decoder = GreedyDecoder(model, config.max_length, from_features)
+        if config.teacher_forced:
+            results = validation.teacher_forced_captions(fit_model, self._decoder, val_data,
+                                                         config.batch_size)
+        else:
+            results, _, _ = validation.caption_split(self._decoder, val_data,
+                                                     config.batch_size, progress=False)
+        return validation.validation_score(self.ground_truth, results, config.metric)
+
+    def interruption(self):
+        """Where an interrupted run stopped and what ``--resume`` goes on from, in words."""
+        kept = self.run_folder.kept_checkpoint()
+        if self.position is None:
+            return f"between stages; the last complete checkpoint is {kept}"
+        stage, epoch, progress = self.position
+        return (f"in stage {stage}, epoch {epoch}, after step {progress.step}; the last "
+                f"complete checkpoint is {kept}")
+
+
+def remove_partial_files(folder):
+    """Removes what a killed run left half-written (``*.partial*``): nothing reads them."""
+    for name in os.listdir(folder):
+        if ".partial" in name:
+            log.info("removing %s, left half-written by an interrupted run", name)
+            os.remove(os.path.join(folder, name))
+
+
+def check_checkpoint_space(folder, model, fit_model):
+    """Fails before training when ``folder`` cannot hold two checkpoints (the last one and the
+    one being written) with their optimizer state."""
+    weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    moments = sum(int(np.prod(w.shape)) * 4 for w in fit_model.trainable_weights) * 2
+    need = 2 * (weights + moments) + weights  # + best.weights.h5 at the end of the stage
+    fileio.check_space(os.path.join(folder, "checkpoint"), need, "training (its checkpoints)")
+
+
+def output_folder(folder, strategy):
+    """Where a run writes: ``folder``, or ``folder/tmp/worker_N`` on the workers of a
+    multi-worker run that are not the chief (their checkpoints equal the chief's)."""
+    worker = distribute.worker_index(strategy)
+    if worker is None:
+        return folder
+    return os.path.join(folder, "tmp", f"worker_{worker}")
