@@ -1,6 +1,6 @@
 """Benchmark: images/s decoding captions from precomputed region features.
 
-Greedy and beam search 3 (``imcap.models.decoding``), each one compiled loop over a batch, with
+Greedy and beam search 3 (``imcap.decoding``), each one compiled loop over a batch, with
 random weights and ``<eos>`` suppressed so that every decode runs the full 16 steps; the
 image-side projections run inside each timed decode (they are per image). Shapes are the
 reference's (self-critical.pytorch AdaAtt): 32 images, 49 regions x 2048 channels, embedding /
@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 from common import arguments, report, summary  # noqa: E402
 from imcap.models.captioner import Captioner  # noqa: E402
 from imcap.models.config import CaptionerConfig  # noqa: E402
-from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
+from imcap.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
 
 
 def make_model(vocab_size, regions, channels, dim, dtype, sgate=True):

@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from imcap.grounding import load_objects  # noqa: E402
+from imcap.evaluation.grounding import load_objects  # noqa: E402
 from imcap.models.encoder import build_encoder  # noqa: E402
-from imcap.utils.loader import preprocess_images  # noqa: E402
+from imcap.models.preprocessing import preprocess_images  # noqa: E402
 
 
 def main():

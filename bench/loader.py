@@ -1,7 +1,7 @@
-"""Benchmark: throughput of the tf.data loader (imcap.utils.loader) feeding one training epoch.
+"""Benchmark: throughput of the tf.data loader (imcap.data.loader) feeding one training epoch.
 
 Generates a synthetic shapes dataset (``--num_images`` train images), preprocesses it at each
-``--imsize``, then consumes whole epochs of ``CaptionData.dataset(batch, seq_per_img=5)`` inside
+``--imsize``, then consumes whole epochs of ``CaptionData.dataset(batch, preprocessor("resnet"), seq_per_img=5)`` inside
 the TensorFlow graph (``Dataset.reduce``, as ``model.fit`` does), ``--repeats`` times. Prints one
 JSON object per line: ``workload``, ``unit`` (images/s), ``median``, ``min``, ``max``, ``n``.
 A model that trains slower than this is not held back by the loader.
@@ -20,12 +20,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from imcap.utils import make_shapes, prepro_coco  # noqa: E402
-from imcap.utils.loader import CaptionData  # noqa: E402
+from imcap.data import make_shapes  # noqa: E402
+from imcap.utils import prepro_coco  # noqa: E402
+from imcap.data.loader import CaptionData  # noqa: E402
+from imcap.models.preprocessing import preprocessor  # noqa: E402
+
+RESNET = preprocessor("resnet")  # the encoder's preprocessing, for image datasets
 
 
 def epoch_rate(data, batch_size, epoch):
-    dataset = data.dataset(batch_size, seq_per_img=5, epoch=epoch)
+    dataset = data.dataset(batch_size, RESNET, seq_per_img=5, epoch=epoch)
     start = time.perf_counter()
     dataset.reduce(tf.constant(0.0), lambda total, batch: total + batch[0]["images"][0, 0, 0, 0])
     return len(data) / (time.perf_counter() - start)

@@ -19,12 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from imcap.models import decoding  # noqa: E402
-from imcap.utils import checkpoints  # noqa: E402
+from imcap import decoding  # noqa: E402
+from imcap.models import saving  # noqa: E402
 from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, write_json_atomic  # noqa: E402
-from imcap.utils.images import ImageReadError, read_image  # noqa: E402
-from imcap.utils.loader import preprocess_images  # noqa: E402
+from imcap.data.images import ImageReadError, read_image  # noqa: E402
+from imcap.models.preprocessing import preprocess_images  # noqa: E402
 
 
 def get_parser():
@@ -124,7 +124,7 @@ def main(argv=None):
     with one_line_errors("caption"):
         check_args(args)
         paths = expand_images(args.images)
-        model = checkpoints.load_model(args.model_file, compile=False)
+        model = saving.load_model(args.model_file, compile=False)
         if model.encoder is None:
             raise DataError(f"checkpoint {args.model_file} takes features, not images")
         decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen)
@@ -139,7 +139,7 @@ def main(argv=None):
         if model.config.sgate:
             record["beta"] = [round(float(b), 4) for b in beta]
         if args.att_dir and model.config.attention:
-            from imcap.attention_maps import attention_figure
+            from imcap.evaluation.attention_maps import attention_figure
 
             name = os.path.splitext(os.path.basename(path))[0]
             figure = os.path.join(args.att_dir, f"{name}_attention.png")

@@ -21,14 +21,17 @@ from imcap.utils.quiet import start_tensorflow  # noqa: E402
 
 start_tensorflow()  # before Keras, without TensorFlow's start-up noise
 
-from imcap import grounding, plot_curves, test as test_script, train  # noqa: E402
+from imcap.evaluation import grounding  # noqa: E402
+from imcap.evaluation.attention_file import read_attention  # noqa: E402
+from imcap import plot_curves, test as test_script, train  # noqa: E402
 from imcap.coco_caption import eval_caps  # noqa: E402
-from imcap.coco_caption.scoring import best_reference_scores, load_ground_truth  # noqa: E402
+from imcap.evaluation.scoring import best_reference_scores, load_ground_truth  # noqa: E402
 from imcap.training.run_folder import RunFolder  # noqa: E402
-from imcap.utils import make_shapes, prepro_coco  # noqa: E402
+from imcap.data import make_shapes  # noqa: E402
+from imcap.utils import prepro_coco  # noqa: E402
 from imcap.utils.cli import ArgumentParser  # noqa: E402
 from imcap.utils.fileio import write_json_atomic  # noqa: E402
-from imcap.utils.loader import CaptionData  # noqa: E402
+from imcap.data.loader import CaptionData  # noqa: E402
 
 FULL = {"num_train": 3800, "num_restval": 100, "num_val": 100, "num_test": 100,
         "image_size": 128, "nepochs": 16}
@@ -63,7 +66,7 @@ class Steps:
 def example_figures(attention, vocabulary, data, out_dir, count):
     """Attention figures of the first ``count`` captions of ``attention`` (``read_attention``),
     over their images in ``data`` (the split they caption); returns their paths."""
-    from imcap.attention_maps import attention_figure
+    from imcap.evaluation.attention_maps import attention_figure
 
     index = {int(image_id): n for n, image_id in enumerate(data.image_ids)}
     paths = []
@@ -108,7 +111,7 @@ def run(out, quick=False, seed=123):
               for name, path in (("greedy", greedy), ("beam3", beam))}
     ceiling, _ = best_reference_scores(load_ground_truth(gt))
     steps("grounding: pointing accuracy and sentinel weights")
-    attention, vocabulary = test_script.read_attention(greedy.replace(".json", "_attention.h5"))
+    attention, vocabulary = read_attention(greedy.replace(".json", "_attention.h5"))
     objects, image_sizes = grounding.load_objects(
         os.path.join(shapes_dir, "annotations", "instances_val2014.json"))
     ground = grounding.grounding_metrics(attention, vocabulary, objects, image_sizes)

@@ -20,11 +20,11 @@ tf = start_tensorflow()  # before Keras, without TensorFlow's start-up noise
 
 import keras  # noqa: E402
 
-from imcap.models import decoding  # noqa: E402
-from imcap.utils import checkpoints  # noqa: E402
+from imcap import decoding  # noqa: E402
+from imcap.models import saving  # noqa: E402
 from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, atomic_output  # noqa: E402
-from imcap.utils.loader import preprocess_images  # noqa: E402
+from imcap.models.preprocessing import preprocess_images  # noqa: E402
 
 
 def serving_function(model, decoder):
@@ -54,7 +54,7 @@ def serving_function(model, decoder):
 
 def export(model_file, out_dir, beam_size=1, max_length=None):
     """Writes the SavedModel to ``out_dir`` (through ``out_dir.partial``); returns ``out_dir``."""
-    model = checkpoints.load_model(model_file, compile=False)
+    model = saving.load_model(model_file, compile=False)
     if model.encoder is None:
         raise DataError(f"checkpoint {model_file} takes features, not images: export the "
                         f"captioner checkpoint train.py writes")

@@ -17,13 +17,12 @@ import sys
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import h5py  # noqa: E402
 
 from imcap import args as imcap_args  # noqa: E402  (no TensorFlow: --help stays fast)
 from imcap.utils.cli import one_line_errors  # noqa: E402
-from imcap.utils.coco_gt import gt_path  # noqa: E402
+from imcap.data.coco_gt import gt_path  # noqa: E402
 from imcap.utils.fileio import (  # noqa: E402
-    DataError, atomic_output, prepare_output, write_json_atomic)
+    DataError, prepare_output, write_json_atomic)
 
 
 def run_folder(args):
@@ -46,39 +45,24 @@ def method_name(args):
 
 def make_decoder(model, args):
     """The decoder the flags ask for (-temperature, -bsize, -seqlen, -length_penalty)."""
-    from imcap.models import decoding
+    from imcap import decoding
     return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
                                  args.length_penalty, args.seed)
 
 
-def write_attention(path, attention, vocabulary):
-    """The words, attention (alpha) and sentinel weights (beta) of every caption, as HDF5."""
-    with atomic_output(path) as temporary, h5py.File(temporary, "w") as f:
-        for key, value in attention.items():
-            f.create_dataset(key, data=value, compression="gzip" if value.ndim > 2 else None)
-        f.attrs["vocabulary"] = "\n".join(vocabulary.words)  # word id i is line i - 1
-
-
-def read_attention(path):
-    """``(arrays {"image_id", "words", "alpha", "beta"}, Vocabulary)`` of ``write_attention``."""
-    from imcap.utils.vocab import Vocabulary
-    with h5py.File(path, "r") as f:
-        arrays = {key: f[key][:] for key in ("image_id", "words", "alpha", "beta")}
-        return arrays, Vocabulary(f.attrs["vocabulary"].split("\n"))
-
-
 def run(args):
-    from imcap.utils import checkpoints
-    from imcap.utils.loader import CaptionData
-    from imcap.training.validation import caption_split
+    from imcap.models import saving
+    from imcap.data.loader import CaptionData
+    from imcap.evaluation.attention_file import write_attention
+    from imcap.evaluation.captioning import caption_split
     run = run_folder(args)
     json_path, h5_path = run.data_file(args.json_file), run.data_file(args.h5file)
     path = checkpoint_path(args)
-    model = checkpoints.load_model(path, compile=False)
+    model = saving.load_model(path, compile=False)
     data = CaptionData(h5_path, json_path, args.split)
     if not len(data):
         raise DataError(f"{json_path}: the {args.split} split has no images")
-    checkpoints.check_data_matches(model, data, path)
+    saving.check_data_matches(model, data, path)
     results_file = args.results_file or run.result(path, args.split, method_name(args))
     prepare_output(results_file)  # fail before the work if it cannot be written
     decoder = make_decoder(model, args)

@@ -119,7 +119,7 @@ def main(argv=None):
     tf = start_tensorflow()
 
     import keras
-    from imcap.distribute import make_strategy
+    from imcap.training.distribute import make_strategy
     from imcap.training.run_folder import RunFolder
     from imcap.training.store import TrainingError
     from imcap.training.trainer import Trainer, output_folder

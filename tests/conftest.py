@@ -1,13 +1,16 @@
 """Shared fixtures: small generated datasets. No test reads ../shared or the network."""
 
+import json
 import os
 import shutil
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from imcap.utils import make_shapes, prepro_coco  # noqa: E402
+from imcap.data import make_shapes  # noqa: E402
+from imcap.utils import prepro_coco  # noqa: E402
 
 
 def make_tiny_shapes(out):
@@ -54,3 +57,88 @@ def copy_train_data(shapes_prepro, folder):
 def data_folder(shapes_prepro, tmp_path):
     """A train.py -data_folder holding the tiny preprocessed set under the seed's file names."""
     return copy_train_data(shapes_prepro, tmp_path / "run")
+
+
+def check_layer(layer, inputs, expected_shapes, trainable_weights, workdir):
+    """What every custom layer must do: the output shapes on ``inputs`` (an array or a list),
+    ``trainable_weights`` trainable weights, a ``get_config`` / ``from_config`` round trip, and
+    a ``.keras`` round trip with ``safe_mode=True`` (inside a functional model) that computes
+    the same outputs. Returns the layer's outputs."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    outputs = layer(inputs)
+    flat = tf.nest.flatten(outputs)
+    assert [tuple(o.shape) for o in flat] == [tuple(s) for s in expected_shapes]
+    assert len(layer.trainable_weights) == trainable_weights
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    symbolic = [keras.Input(a.shape[1:], dtype=str(a.dtype)) for a in arrays]
+    model = keras.Model(symbolic, tf.nest.flatten(
+        layer(symbolic if isinstance(inputs, (list, tuple)) else symbolic[0])))
+    path = str(workdir / f"{layer.name}.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    for a, b in zip(tf.nest.flatten(loaded(arrays)), flat):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    return outputs
+
+
+@pytest.fixture()
+def layer_check(tmp_path):
+    """``check_layer`` with a folder for its ``.keras`` files."""
+    import functools
+    import imcap.models.captioner  # noqa: F401  (registers the custom layers)
+
+    return functools.partial(check_layer, workdir=tmp_path)
+
+
+# --- what a training run writes: only JSON, HDF5 and .keras (no pickle, no Lambda) ----------
+
+HDF5 = b"\x89HDF\r\n\x1a\n"
+
+
+def kind_of(path):
+    """What a file written by training is, from its bytes."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5:
+        return "hdf5"
+    if head.startswith(b"PK"):
+        with zipfile.ZipFile(path) as archive:
+            inner = {name: archive.read(name)[:8] for name in archive.namelist()}
+        assert set(inner) == {"config.json", "metadata.json", "model.weights.h5"}, inner
+        assert inner["model.weights.h5"] == HDF5
+        config = json.loads(zipfile.ZipFile(path).read("config.json"))
+        assert "Lambda" not in json.dumps(config)
+        return "keras"
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".json"):
+        json.loads(text)
+        return "json"
+    if path.endswith((".csv", ".log")):
+        return "text"
+    return "other"
+
+
+def assert_only_json_hdf5_and_keras(folder):
+    """Checks what a training run wrote in ``folder``'s models/ and tmp/: checkpoints are
+    .keras zips holding JSON and HDF5 (no Lambda) that load with safe_mode=True, the optimizer
+    state and the feature cache are HDF5, the state is JSON. (Used by the
+    fault tests on their run from the feature cache, to train only once.)"""
+    kinds = {}
+    for sub in ("models", "tmp"):
+        for name in os.listdir(folder / sub):
+            path = str(folder / sub / name)
+            if os.path.isfile(path):
+                kinds[f"{sub}/{name}"] = kind_of(path)
+                if kinds[f"{sub}/{name}"] == "keras":
+                    from imcap.models import saving
+                    saving.load_model(path, compile=False)
+    assert "other" not in kinds.values(), kinds
+    assert {"keras", "hdf5", "json"} <= set(kinds.values()), kinds
+    assert kinds["tmp/model_features.h5"] == "hdf5"
+    assert any(name.endswith("_optimizer.h5") and kind == "hdf5" for name, kind in kinds.items())

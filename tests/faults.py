@@ -72,7 +72,9 @@ def main(point, count, command, argv):
         from imcap import train
         from imcap.training.callbacks import StepCheckpoint
         from imcap.training.trainer import Trainer
-        from imcap.utils import checkpoints, features, fileio
+        from imcap.models import saving
+        from imcap.data import features
+        from imcap.utils import fileio
 
         if point == "step":
             StepCheckpoint.on_train_batch_end = die_after_call(
@@ -82,11 +84,11 @@ def main(point, count, command, argv):
         elif point == "checkpoint":
             write_half = half_written(lambda model, path: model.save(path),
                                       lambda path: path[:-len(".keras")] + ".partial.keras")
-            die_on_call(checkpoints, "save_model", count, write_half)
+            die_on_call(saving, "save_model", count, write_half)
         elif point == "state":
             write_half = half_written(lambda state, path: fileio.write_json(path, state),
                                       fileio.partial_path)
-            die_on_call(checkpoints, "write_state", count,
+            die_on_call(saving, "write_state", count,
                         lambda path, state: write_half(state, path))
         elif point == "features":
             import functools
@@ -107,7 +109,8 @@ def main(point, count, command, argv):
             raise SystemExit(f"unknown point {point}")
         train.main(argv)
     elif command == "prepro":
-        from imcap.utils import images, prepro_coco
+        from imcap.data import images
+        from imcap.utils import prepro_coco
 
         real_read = images.read_images
 

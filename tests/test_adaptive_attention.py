@@ -44,15 +44,13 @@ def build(layer, batch=2, time=3, units=5, regions=4):
     return inputs
 
 
-def test_basics_shapes_weights_and_config_round_trip():
-    layer = AdaptiveAttention(6, 7, use_sentinel=True, dropout=0.1, sentinel_dropout=0.2)
+def test_basics_shapes_weights_and_config_round_trip(layer_check):
+    layer = AdaptiveAttention(6, 7, use_sentinel=True, dropout=0.1, sentinel_dropout=0.2,
+                              name="attention")
     inputs = build(layer)
-    out, weights = layer(inputs)
-    assert out.shape == (2, 3, 6) and weights.shape == (2, 3, 5)
+    # 5 dense layers, kernel and bias each
+    out, weights = layer_check(layer, inputs, [(2, 3, 6), (2, 3, 5)], trainable_weights=10)
     assert keras.backend.standardize_dtype(weights.dtype) == "float32"
-    assert len(layer.trainable_weights) == 10  # 5 dense layers, kernel and bias each
-    config = layer.get_config()
-    assert AdaptiveAttention.from_config(config).get_config() == config
     plain = AdaptiveAttention(6, 7, use_sentinel=False)
     out, weights = plain(build(plain))
     assert weights.shape == (2, 3, 4) and len(plain.trainable_weights) == 6

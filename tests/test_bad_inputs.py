@@ -29,8 +29,9 @@ from imcap import caption, export, test as test_script, train
 from imcap.coco_caption import eval_caps
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.utils import checkpoints, prepro_coco
-from imcap.utils.loader import CaptionData
+from imcap.models import saving
+from imcap.utils import prepro_coco
+from imcap.data.loader import CaptionData
 from tests.conftest import copy_train_data, make_tiny_shapes, prepro_tiny_shapes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -404,7 +405,7 @@ def make_shared(shapes_prepro, root):
     for key, model_config in models.items():
         name = {"model": "tiny", "other_vocab_model": "other_vocab", "big_model": "big"}[key]
         shared[key] = str(root / f"{name}.keras")
-        checkpoints.save_model(Captioner(model_config), shared[key])
+        saving.save_model(Captioner(model_config), shared[key])
     return shared
 
 

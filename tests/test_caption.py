@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from imcap import caption
-from imcap.attention_maps import attention_map
+from imcap.evaluation.attention_maps import attention_map
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.models.decoding import GreedyDecoder
-from imcap.utils import checkpoints
-from imcap.utils.images import read_image
-from imcap.utils.loader import preprocess_images
+from imcap.decoding import GreedyDecoder
+from imcap.models import saving
+from imcap.data.images import read_image
+from imcap.models.preprocessing import preprocess_images
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 
@@ -29,7 +29,7 @@ def model_file(tmp_path_factory):
         vocabulary=VOCAB, cnn_weights="none", cnn_layer="conv2_block1_out", image_size=32,
         emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, sgate=True, max_length=8))
     path = str(tmp_path_factory.mktemp("model") / "tiny.keras")
-    checkpoints.save_model(model, path)
+    saving.save_model(model, path)
     return path
 
 
@@ -57,7 +57,7 @@ def test_captions_for_images_of_every_kind_and_attention_figures(model_file, ima
                                      "-bs", "4"])
     printed = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in printed] == images
-    model = checkpoints.load_model(model_file, compile=False)
+    model = saving.load_model(model_file, compile=False)
     decoder = GreedyDecoder(model)
     arrays = np.stack([read_image(p, 32).transpose(1, 2, 0) for p in images])
     expected = decoder.to_captions(decoder(preprocess_images(arrays)))
@@ -72,7 +72,7 @@ def test_captions_for_images_of_every_kind_and_attention_figures(model_file, ima
     assert not [n for n in os.listdir(att_dir) if "partial" in n]
 
 
-def test_beam_search_and_errors_from_the_console_script(model_file, images, tmp_path):
+def test_beam_search_and_errors_from_the_console_script(model_file, images, tmp_path, capsys):
     script = os.path.join(os.path.dirname(sys.executable), "imcap-caption")
     done = subprocess.run([script, images[0], "-model_file", model_file, "-bsize", "3"],
                           capture_output=True, text=True, timeout=300)
@@ -82,10 +82,10 @@ def test_beam_search_and_errors_from_the_console_script(model_file, images, tmp_
     (tmp_path / "empty.png").write_bytes(b"")
     for bad, message in ((missing, f"image file not found: {missing}"),
                          (str(tmp_path / "empty.png"), "file is empty")):
-        failed = subprocess.run([script, images[0], bad, "-model_file", model_file],
-                                capture_output=True, text=True, timeout=300)
-        assert failed.returncode == 1
-        assert message in failed.stderr.strip().splitlines()[-1]
+        with pytest.raises(SystemExit) as exit_info:  # what the console script runs
+            caption.main([images[0], bad, "-model_file", model_file])
+        assert exit_info.value.code == 1
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
     with pytest.raises(SystemExit):
         caption.main([images[0], "-model_file", model_file, "-bsize", "0"])
 

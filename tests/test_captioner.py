@@ -10,7 +10,7 @@ import pytest
 
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.utils.loader import CaptionData
+from imcap.data.loader import CaptionData
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 
@@ -247,7 +247,8 @@ def test_vocabulary_comes_from_the_preprocessed_json(shapes_prepro):
     data = CaptionData(*shapes_prepro, "train")
     config = CaptionerConfig(vocabulary=data.vocabulary, input_images=False, num_regions=4,
                              feature_dim=8)
-    assert config.vocabulary == data.vocabulary and config.vocabulary.size == len(data.vocabulary) + 1
+    assert config.vocabulary == data.vocabulary
+    assert config.vocabulary.size == len(data.vocabulary) + 1
     assert config.vocabulary.word(config.vocabulary.start_id) == "<start>"
     assert data.vocabulary.word(config.vocabulary.end_id) == "<eos>"
     assert CaptionerConfig.from_dict(config.to_dict()).vocabulary == data.vocabulary
@@ -273,12 +274,12 @@ def test_a_checkpoint_from_before_the_seeds_final_model_is_refused_in_one_line(t
     another function with these layers: loading it is one line naming what changed."""
     import zipfile
 
-    from imcap.utils import checkpoints
+    from imcap.models import saving
     from imcap.utils.fileio import DataError
 
     path = tmp_path / "new.keras"
-    checkpoints.save_model(Captioner(tiny_config()), str(path))
-    assert checkpoints.load_model(str(path), compile=False).config.model_version == 2
+    saving.save_model(Captioner(tiny_config()), str(path))
+    assert saving.load_model(str(path), compile=False).config.model_version == 2
     old = tmp_path / "old.keras"
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
         for item in source.infolist():
@@ -289,7 +290,7 @@ def test_a_checkpoint_from_before_the_seeds_final_model_is_refused_in_one_line(t
                 data = json.dumps(config).encode()
             target.writestr(item, data)
     with pytest.raises(DataError) as error:
-        checkpoints.load_model(str(old), compile=False)
+        saving.load_model(str(old), compile=False)
     message = str(error.value)
     assert "\n" not in message and str(old) in message
     assert "model version 1" in message and "zh_embed (tanh)" in message, message

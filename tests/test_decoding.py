@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder
-from imcap.utils.vocab import Vocabulary
+from imcap.decoding import BeamSearchDecoder, GreedyDecoder
+from imcap.data.vocabulary import Vocabulary
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 START, END = 1, 7

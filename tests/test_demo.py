@@ -3,13 +3,15 @@ exists and parses."""
 
 import json
 import os
+import time
 
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
 from imcap import demo
-from imcap.utils.checkpoints import load_model
+from imcap.evaluation.scoring import load_ground_truth, score_captions
+from imcap.models.saving import load_model
 
 KEYS = ["CIDEr", "Bleu_4", "METEOR", "ROUGE_L", "pointing", "pointing_chance",
         "pointing_within_one_cell", "beta_visual", "beta_nonvisual", "seconds", "figures"]
@@ -18,17 +20,31 @@ KEYS = ["CIDEr", "Bleu_4", "METEOR", "ROUGE_L", "pointing", "pointing_chance",
 @pytest.mark.slow
 def test_the_quick_demo_writes_every_artefact(tmp_path, capsys):
     out = tmp_path / "demo"
+    started = time.perf_counter()
     demo.main(["--out", str(out), "--quick"])
+    elapsed = time.perf_counter() - started
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == str(out / "summary.json")  # the summary's path comes last
     with open(out / "summary.json") as f:
         summary = json.load(f)
     assert all(key in summary for key in KEYS)
-    assert summary["seconds"] > 0 and 0 <= summary["pointing_chance"] <= 1
+    assert 0.8 * elapsed - 5 <= summary["seconds"] <= elapsed  # the run's own wall time
+    assert 0 < summary["pointing_chance"] < 1
+    assert 0 <= summary["pointing"] <= summary["pointing_within_one_cell"] <= 1
+    for key in ("beta_visual", "beta_nonvisual"):  # None: no such word was captioned
+        assert summary[key] is None or 0 <= summary[key] <= 1
     # the quick split's references name every object, so copying the best one scores well
     assert 4 < summary["CIDEr_best_reference"] <= 10
-    for name in ("greedy", "beam3"):
-        assert 0 <= summary["scores"][name]["CIDEr"] and "METEOR" in summary["scores"][name]
+    # the reported scores are those of the result files, scored again here
+    ground_truth = load_ground_truth(str(out / "run" / "data" / "shapes_test_gt.json"))
+    for name, results in zip(("greedy", "beam3"), summary["results"]):
+        with open(results) as f:
+            captions = {r["image_id"]: r["caption"] for r in json.load(f)}
+        again, _ = score_captions(ground_truth, captions, ("CIDEr", "Bleu_4"))
+        for metric in ("CIDEr", "Bleu_4"):
+            assert summary["scores"][name][metric] == pytest.approx(again[metric], abs=1e-9)
+        assert "METEOR" in summary["scores"][name]
+    assert summary["CIDEr"] == summary["scores"]["greedy"]["CIDEr"]
     assert len(summary["figures"]) == demo.EXAMPLES + 1
     for path in summary["figures"]:
         with Image.open(path) as image:

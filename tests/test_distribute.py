@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imcap import distribute, train
-from imcap.utils.checkpoints import load_model
+from imcap.training import distribute
+from imcap import train
+from imcap.models.saving import load_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",

@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from imcap.coco_caption import eval_caps
-from imcap.coco_caption.scoring import best_reference_scores, spice_missing
+from imcap.evaluation.scoring import best_reference_scores, spice_missing
 from imcap.utils.fileio import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,8 +16,8 @@ from imcap import export
 from imcap.caption import caption_images
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.models.decoding import GreedyDecoder
-from imcap.utils import checkpoints
+from imcap.decoding import GreedyDecoder
+from imcap.models import saving
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 
@@ -42,7 +42,7 @@ def test_a_fresh_process_loads_the_export_and_captions_image_bytes(tmp_path):
         vocabulary=VOCAB, cnn_weights="none", cnn_layer="conv2_block1_out", image_size=32,
         emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, sgate=True, max_length=7))
     model_file = str(tmp_path / "tiny.keras")
-    checkpoints.save_model(model, model_file)
+    saving.save_model(model, model_file)
     rng = np.random.default_rng(1)
     paths = []
     for name, mode in (("exact.png", "RGB"), ("gray.png", "L")):  # already 32 x 32: no resize

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 from imcap import train
-from imcap.utils import checkpoints, fileio, prepro_coco
+from imcap.models import saving
+from imcap.utils import fileio, prepro_coco
 from tests.conftest import copy_train_data
-from tests.test_security import assert_only_json_hdf5_and_keras
+from tests.conftest import assert_only_json_hdf5_and_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = 2  # -ckpt_every: the tiny set has 3 steps per epoch (20 images, batches of 8)
@@ -81,7 +82,7 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(point, count, trained
     state = read_state(folder)["stages"]["frozen"]
     for name in os.listdir(models):
         if name.endswith(".keras") and ".partial" not in name:
-            checkpoints.load_model(str(models / name), compile=False)
+            saving.load_model(str(models / name), compile=False)
     assert os.path.isfile(state["last_path"]) and os.path.isfile(state["optimizer_path"])
     saved = state["epochs_done"] * STEPS + state.get("steps_done", 0)
     assert 0 <= trained - saved <= EVERY, (trained, saved)  # at most one interval lost
@@ -96,8 +97,8 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(point, count, trained
         os.path.basename(reference["best_epoch_path"])
     np.testing.assert_allclose([h["loss"] for h in resumed["history"]],
                                [h["loss"] for h in reference["history"]], rtol=1e-5)
-    for x, y in zip(checkpoints.load_model(resumed["last_path"], compile=False).get_weights(),
-                    checkpoints.load_model(reference["last_path"], compile=False).get_weights()):
+    for x, y in zip(saving.load_model(resumed["last_path"], compile=False).get_weights(),
+                    saving.load_model(reference["last_path"], compile=False).get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-5)
     assert not [name for name in os.listdir(models) if ".partial" in name]
 
@@ -136,8 +137,8 @@ def test_ctrl_c_is_one_line_in_the_terminal_and_the_log_and_its_command_resumes_
     resumed = read_state(folder)["stages"]["frozen"]
     np.testing.assert_allclose([h["loss"] for h in resumed["history"]],
                                [h["loss"] for h in reference["history"]], rtol=1e-5)
-    for x, y in zip(checkpoints.load_model(resumed["last_path"], compile=False).get_weights(),
-                    checkpoints.load_model(reference["last_path"], compile=False).get_weights()):
+    for x, y in zip(saving.load_model(resumed["last_path"], compile=False).get_weights(),
+                    saving.load_model(reference["last_path"], compile=False).get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-5)
 
 @pytest.mark.slow
@@ -204,7 +205,7 @@ def test_a_full_disk_while_saving_stops_with_the_last_good_checkpoint(shapes_pre
     the checkpoint kept; the state still points at epoch 1, and --resume then finishes."""
     folder = copy_train_data(shapes_prepro, tmp_path / "run")
     flags = FLAGS
-    real = checkpoints.save_model
+    real = saving.save_model
     calls = []
 
     def full_disk(model, path):
@@ -214,10 +215,10 @@ def test_a_full_disk_while_saving_stops_with_the_last_good_checkpoint(shapes_pre
                 with open(temporary, "wb") as f:
                     f.write(b"PK\x03\x04 half a zip")
                 raise OSError(28, "No space left on device", temporary)
-            checkpoints._save_atomically(write_some, path, ".keras")
+            saving._save_atomically(write_some, path, ".keras")
         real(model, path)
 
-    monkeypatch.setattr(checkpoints, "save_model", full_disk)
+    monkeypatch.setattr(saving, "save_model", full_disk)
     with pytest.raises(SystemExit) as stop:
         train.main(["-data_folder", str(folder)] + flags)
     keras.backend.clear_session()
@@ -229,7 +230,7 @@ def test_a_full_disk_while_saving_stops_with_the_last_good_checkpoint(shapes_pre
     state = read_state(folder)["stages"]["frozen"]
     assert (state["epochs_done"], state["steps_done"]) == (1, EVERY)
     assert not [n for n in os.listdir(folder / "models") if ".partial" in n]
-    monkeypatch.setattr(checkpoints, "save_model", real)
+    monkeypatch.setattr(saving, "save_model", real)
     train.main(["-data_folder", str(folder), "--resume"] + flags)
     keras.backend.clear_session()
     assert read_state(folder)["stages"]["frozen"]["epochs_done"] == 2

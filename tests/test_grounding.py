@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from imcap import grounding
-from imcap.utils.vocab import Vocabulary
+from imcap.data.vocabulary import Vocabulary
+from imcap.evaluation import grounding
 
 VOCAB = Vocabulary(["<start>", "a", "red", "circle", "blue", "square", "<eos>"])
 

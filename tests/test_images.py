@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imcap.utils.images import ImageReadError, read_image, read_images
+from imcap.data.images import ImageReadError, read_image, read_images
 
 
 def save(tmp_path, image, name, **kwargs):
@@ -122,7 +122,7 @@ def test_parallel_reading_keeps_order_and_reports_failures(tmp_path):
 
 def test_reading_runs_at_most_max_pending_chunks_ahead(tmp_path, monkeypatch):
     """Memory stays bounded: a slow consumer does not make the readers decode everything."""
-    from imcap.utils import images as images_module
+    from imcap.data import images as images_module
     calls = []
     real = images_module._read_chunk
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from imcap.utils.fileio import DataError
-from imcap.utils.loader import CaptionData, preprocess_images
+from imcap.data.loader import CaptionData
+from imcap.models.preprocessing import preprocess_images, preprocessor
+
+RESNET = preprocessor("resnet")  # the encoder's preprocessing, for image datasets
 
 
 def collect(dataset):
@@ -36,7 +39,7 @@ def test_batches_shift_mask_and_keep_the_last_partial_batch(shapes_prepro, store
     assert data.vocabulary.size == len(info["ix_to_word"]) + 1 and data.seq_length == 18
     assert data.vocabulary.words == tuple(info["ix_to_word"][str(i)]
                                           for i in range(1, len(info["ix_to_word"]) + 1))
-    batches = collect(data.dataset(8, seed=1))
+    batches = collect(data.dataset(8, RESNET, seed=1))
     assert [len(b[1]) for b in batches] == [8, 8, 6]
     order, rows = data.epoch_plan(1, seed=1)
     x = {k: np.concatenate([b[0][k] for b in batches]) for k in ("images", "words")}
@@ -77,8 +80,8 @@ def test_shuffle_is_seeded_per_epoch(shapes_prepro):
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
     assert sorted(a[0]) == sorted(c[0]) == list(range(22))
-    first = collect(data.dataset(5, seed=7, epoch=3))
-    again = collect(data.dataset(5, seed=7, epoch=3))
+    first = collect(data.dataset(5, RESNET, seed=7, epoch=3))
+    again = collect(data.dataset(5, RESNET, seed=7, epoch=3))
     for p, q in zip(first, again):
         np.testing.assert_array_equal(p[0]["images"], q[0]["images"])
         np.testing.assert_array_equal(p[1], q[1])
@@ -93,14 +96,14 @@ def test_seq_per_img_draws_distinct_captions(shapes_prepro, stored):
     order, rows = data.epoch_plan(7, seed=2)
     for image_rows, start in zip(rows, data.label_start[order]):
         assert set(image_rows) == set(range(start, start + 5))
-    x, targets, weights = next(iter(data.dataset(4, seq_per_img=5)))
+    x, targets, weights = next(iter(data.dataset(4, RESNET, seq_per_img=5)))
     assert x["words"].shape == targets.shape == weights.shape == (4, 5, 17)
 
 
 def test_eval_mode_keeps_order_and_yields_ids(shapes_prepro, stored):
     arrays, info = stored
     data = CaptionData(*shapes_prepro, "val")
-    batches = collect(data.dataset(3, training=False))
+    batches = collect(data.dataset(3, RESNET, training=False))
     assert [len(b[3]) for b in batches] == [3, 1]
     ids = np.concatenate([b[3] for b in batches])
     positions = [i for i, im in enumerate(info["images"]) if im["split"] == "val"]
@@ -117,8 +120,9 @@ def test_reads_a_file_laid_out_like_the_seeds(shapes_prepro, stored, tmp_path):
     with h5py.File(h5, "w") as f:
         for name, values in arrays.items():
             f.create_dataset(name, data=values)
-    ours = collect(CaptionData(*shapes_prepro, "test").dataset(2, training=False))
-    seeds = collect(CaptionData(str(h5), shapes_prepro[1], "test").dataset(2, training=False))
+    ours = collect(CaptionData(*shapes_prepro, "test").dataset(2, RESNET, training=False))
+    seeds = collect(CaptionData(str(h5), shapes_prepro[1], "test").dataset(2, RESNET,
+                                                                         training=False))
     for p, q in zip(ours, seeds):
         np.testing.assert_array_equal(p[0]["images"], q[0]["images"])
         np.testing.assert_array_equal(p[3], q[3])
@@ -149,4 +153,4 @@ def test_mismatched_or_broken_files(shapes_prepro, stored, tmp_path):
         CaptionData(str(tmp_path / "none.h5"), js, "train")
     labels_only = CaptionData(h5, js, "train", with_images=False)
     with pytest.raises(ValueError, match="opened without images"):
-        labels_only.dataset(4)
+        labels_only.dataset(4, RESNET)

@@ -8,9 +8,9 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from imcap.coco_caption.scoring import best_reference_scores
-from imcap.utils import make_shapes
-from imcap.utils.vocab import tokenize
+from imcap.evaluation.scoring import best_reference_scores
+from imcap.data import make_shapes
+from imcap.data.vocabulary import tokenize
 
 
 def test_coco_layout_loads_with_pycocotools(shapes_dir):

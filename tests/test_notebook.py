@@ -11,8 +11,8 @@ from PIL import Image
 
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.utils import checkpoints
-from imcap.utils.loader import CaptionData
+from imcap.models import saving
+from imcap.data.loader import CaptionData
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "notebooks"))
@@ -30,7 +30,7 @@ def test_the_notebook_runs_headless_and_shows_its_figures(data_folder, tmp_path,
     model = Captioner(CaptionerConfig(
         vocabulary=data.vocabulary, cnn_weights="none", cnn_layer="conv2_block1_out",
         image_size=32, emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, sgate=True, max_length=6))
-    checkpoints.save_model(model, str(tmp_path / "tiny.keras"))
+    saving.save_model(model, str(tmp_path / "tiny.keras"))
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 4), np.uint8),
                     "RGBA").save(tmp_path / "mine.png")
     for name in ("IMCAP_MODEL", "IMCAP_DATA", "IMCAP_IMAGE"):  # the flags alone choose

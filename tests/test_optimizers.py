@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from imcap import args as imcap_args
-from imcap import optimizers
+from imcap.training import optimizers
 from imcap.train import training_config
 
 

@@ -9,7 +9,8 @@ import shutil
 import h5py
 import pytest
 
-from imcap.utils import prepro_coco, sources
+from imcap.utils import prepro_coco
+from imcap.data import sources
 
 
 def tiny_coco_copy(shapes_dir, tmp_path):

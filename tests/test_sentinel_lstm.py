@@ -37,16 +37,13 @@ def golden_weights(input_dim, units):
             table(units, units, scale=0.15), table(units, scale=0.05)]
 
 
-def test_basics_shapes_weights_and_config_round_trip():
+def test_basics_shapes_weights_and_config_round_trip(layer_check):
     layer = SentinelLSTM(6, dropout=0.1, recurrent_dropout=0.2, name="hs")
-    h, s, (h_last, m_last) = layer(np.zeros((3, 5, 4), "float32"))
-    assert h.shape == s.shape == (3, 5, 6) and h_last.shape == m_last.shape == (3, 6)
+    x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype("float32")
+    layer_check(layer, x, [(3, 5, 6), (3, 5, 6), (3, 6), (3, 6)], trainable_weights=6)
     assert [tuple(w.shape) for w in layer.trainable_weights] == [
         (4, 24), (6, 24), (24,), (4, 6), (6, 6), (6,)]
     np.testing.assert_array_equal(np.asarray(layer.bias)[6:12], 1.0)  # unit_forget_bias
-    config = layer.get_config()
-    clone = SentinelLSTM.from_config(config)
-    assert clone.get_config() == config
     with pytest.raises(ValueError, match="units must be a positive integer, got 0."):
         SentinelLSTM(0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5."):

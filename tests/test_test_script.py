@@ -14,9 +14,12 @@ from pycocotools.coco import COCO
 from imcap import test as test_script
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.models.decoding import BeamSearchDecoder, GreedyDecoder
-from imcap.utils import checkpoints
-from imcap.utils.loader import CaptionData
+from imcap.decoding import BeamSearchDecoder, GreedyDecoder
+from imcap.models import saving
+from imcap.data.loader import CaptionData
+from imcap.models.preprocessing import preprocessor
+
+RESNET = preprocessor("resnet")  # the encoder's preprocessing, for image datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,12 +39,12 @@ def trained(data_folder):
         vocabulary=data.vocabulary, cnn_weights="none", cnn_layer="conv2_block1_out",
         image_size=32, emb_dim=16, z_dim=16, lstm_dim=16, dr_ratio=0.0, sgate=True))
     (data_folder / "models").mkdir()
-    checkpoints.save_model(model, str(data_folder / "models" / "model_best.keras"))
+    saving.save_model(model, str(data_folder / "models" / "model_best.keras"))
     return data_folder, model, data
 
 
 def images_and_ids(data):
-    x, _, _, ids = next(iter(data.dataset(len(data), training=False)))
+    x, _, _, ids = next(iter(data.dataset(len(data), RESNET, training=False)))
     return x["images"], ids.numpy()
 
 
@@ -97,9 +100,9 @@ def test_a_checkpoint_for_other_data_is_refused(trained, capsys):
     folder, model, _ = trained
     other = Captioner(model.config.replace(
         vocabulary=list(model.config.vocabulary.words[:-1]) + ["zebra"]))
-    checkpoints.save_model(other, str(folder / "models" / "other.keras"))
+    saving.save_model(other, str(folder / "models" / "other.keras"))
     bigger = Captioner(model.config.replace(image_size=64))
-    checkpoints.save_model(bigger, str(folder / "models" / "bigger.keras"))
+    saving.save_model(bigger, str(folder / "models" / "bigger.keras"))
     for name, message in (("other.keras", "another vocabulary"), ("bigger.keras", "64 px"),
                           ("missing.keras", "checkpoint not found")):
         with pytest.raises(SystemExit) as stop:

@@ -16,9 +16,12 @@ from imcap.training.callbacks import EarlyStopping
 from imcap.training.trainer import Trainer
 from imcap.models.captioner import Captioner
 from imcap.models.feature_standardization import feature_statistics
-from imcap.utils import features
-from imcap.utils.checkpoints import load_model
-from imcap.utils.loader import CaptionData
+from imcap.data import features
+from imcap.models.saving import load_model
+from imcap.data.loader import CaptionData
+from imcap.models.preprocessing import preprocessor
+
+RESNET = preprocessor("resnet")  # the encoder's preprocessing, for image datasets
 
 TINY = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
         "-emb_dim", "16", "-z_dim", "16", "-lstm_dim", "16", "-bs", "8", "-lr", "0.01",
@@ -113,7 +116,7 @@ def test_feature_cache_gives_the_numbers_of_images(data_folder, tmp_path):
     h5 = str(data_folder / "data" / "cocotalk_challenge.h5")
     js = str(data_folder / "data" / "cocotalk_challenge.json")
     cache = features.cache_features(model.encoder, "resnet", h5, str(tmp_path / "c.h5"))
-    x_images = next(iter(CaptionData(h5, js, "val").dataset(4, training=False)))[0]
+    x_images = next(iter(CaptionData(h5, js, "val").dataset(4, RESNET, training=False)))[0]
     x_cached = next(iter(CaptionData(h5, js, "val", features_path=cache).dataset(
         4, training=False)))[0]
     np.testing.assert_allclose(model.features_model()(x_cached), model(x_images), atol=1e-2)
@@ -151,15 +154,34 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_f
     assert not [m for m in models if "partial" in m]
 
 
-def test_plot_curves_writes_a_png(data_folder, monkeypatch):
+def test_plot_curves_writes_a_png(tmp_path, capsys):
+    """From the state train.py keeps (two stages, their epochs one after the other)."""
     from imcap import plot_curves
+    from imcap.training.run_folder import RunFolder, TrainingState
 
-    scripted = iter([1.0, 2.0])
-    monkeypatch.setattr(Trainer, "validate", lambda self, *models: next(scripted))
-    train.main(["-data_folder", str(data_folder), "-nepochs", "2", "-ftnepochs", "0"] + TINY)
+    data_folder = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        plot_curves.main(["-data_folder", str(data_folder)])
+    assert "plot_curves: error: no training state at" in capsys.readouterr().err
+    state = TrainingState()
+    for stage, losses in (("frozen", [3.0, 2.0, 1.5]), ("finetune", [1.4, 1.2])):
+        state.stage(stage).history = [{"epoch": n + 1, "loss": loss, "CIDEr": 2.0 / loss}
+                                      for n, loss in enumerate(losses)]
+    run = RunFolder(str(data_folder), "model")
+    os.makedirs(run.models)
+    state.write(run.state)
     plot_curves.main(["-data_folder", str(data_folder)])
     png = data_folder / "results" / "model_curves.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (1000, 400)  # 10 x 4 inches at 100 dpi
+        pixels = np.asarray(image.convert("RGB"))
+    # two panels, each with a line per stage in matplotlib's first two colours
+    for half in (pixels[:, :500], pixels[:, 500:]):
+        for colour in ((31, 119, 180), (255, 127, 14)):  # #1f77b4, #ff7f0e
+            assert np.all(np.abs(half.astype(int) - colour) < 30, axis=-1).sum() > 100
+    assert not (data_folder / "results" / "model_curves.partial.png").exists()
 
 
 def test_accumulated_gradients_equal_the_large_batch(shapes_prepro):
@@ -170,7 +192,7 @@ def test_accumulated_gradients_equal_the_large_batch(shapes_prepro):
 
     h5, js = shapes_prepro
     data = CaptionData(h5, js, "train")
-    x, y, w = next(iter(data.dataset(8, training=False)))[:3]
+    x, y, w = next(iter(data.dataset(8, RESNET, training=False)))[:3]
     results = []
     for accum, batches in ((1, [(x, y, w)]), (2, [
             ({k: v[:4] for k, v in x.items()}, y[:4], w[:4]),

@@ -9,7 +9,8 @@ import pytest
 from imcap.training.callbacks import EarlyStopping, EpochLoss, StepCheckpoint
 from imcap.training.run_folder import RunFolder, TrainingState
 from imcap.training.store import CheckpointStore, TrainingError
-from imcap.utils import checkpoints
+from imcap.utils.fileio import DataError
+from imcap.models import saving
 
 
 @pytest.fixture
@@ -35,12 +36,12 @@ def files(store):
 def test_the_state_is_written_after_its_pair_and_before_the_old_pair_goes(store, tiny,
                                                                           monkeypatch):
     seen = []
-    real = checkpoints.write_state
+    real = saving.write_state
 
     def write_state(path, state):
         seen.append(files(store))
         real(path, state)
-    monkeypatch.setattr(checkpoints, "write_state", write_state)
+    monkeypatch.setattr(saving, "write_state", write_state)
     store.save_last(tiny, tiny.optimizer, "frozen", 1, 5, steps_done=5, epoch_loss=[1.0, 4])
     store.save_last(tiny, tiny.optimizer, "frozen", 1, 10, steps_done=10, epoch_loss=[2.0, 8])
     step5 = ["m_last_epoch01_step00005.keras", "m_last_epoch01_step00005_optimizer.h5"]
@@ -86,7 +87,7 @@ def test_a_failed_write_names_the_file_and_the_checkpoint_kept(store, tiny, monk
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(checkpoints, "save_optimizer", full_disk)
+    monkeypatch.setattr(saving, "save_optimizer", full_disk)
     with pytest.raises(TrainingError, match=r"cannot write .*m_last_epoch02_optimizer.h5: No "
                                             r"space left on device; the last complete "
                                             r"checkpoint is .*m_last_epoch01.keras"):
@@ -131,3 +132,37 @@ def test_the_step_checkpoint_saves_every_n_steps_and_never_a_diverged_model(stor
         5, {"loss": 1.0})
     assert store.run.read_state().stage("frozen").steps_done == 4  # every=0: epochs only
     assert isinstance(store.state, TrainingState)
+
+
+def test_the_optimizer_state_and_the_random_generators_round_trip(tmp_path, tiny):
+    """What --resume restores: the optimizer's moments and iteration count, and the states of
+    the model's random generators (Keras keeps neither in a .keras)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                              keras.layers.Dropout(0.5, seed=1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), epochs=2, verbose=0)
+    path = str(tmp_path / "opt.h5")
+    saving.save_optimizer(model.optimizer, path, model)
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                              keras.layers.Dropout(0.5, seed=2)])
+    fresh.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    saving.restore_optimizer(fresh.optimizer, fresh.trainable_variables, path, fresh)
+    for a, b in zip(fresh.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(fresh.optimizer.iterations) == 2
+    generators = [v for v in fresh.variables if v.path.endswith("seed_generator_state")]
+    assert generators and all(
+        np.array_equal(a, b) for a, b in zip(
+            generators, [v for v in model.variables if v.path.endswith("seed_generator_state")]))
+    # another run's file is refused, naming it
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(2)])
+    other.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    with pytest.raises(DataError, match=r"opt.h5 holds 6 variables, the model needs 10: it "
+                                        r"belongs to another run"):
+        saving.restore_optimizer(other.optimizer, other.trainable_variables, path)
+    with pytest.raises(DataError, match="holds 1 random generator states, the model has 0"):
+        saving.restore_optimizer(tiny.optimizer, tiny.trainable_variables, path, tiny)
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="optimizer state .*broken.h5 cannot be read"):
+        saving.restore_optimizer(tiny.optimizer, tiny.trainable_variables,
+                                 str(tmp_path / "broken.h5"))

@@ -2,9 +2,9 @@
 
 import pytest
 
-from imcap.utils import vocab
+from imcap.data import vocabulary as vocab
 from imcap.utils.fileio import DataError
-from imcap.utils.vocab import Vocabulary
+from imcap.data.vocabulary import Vocabulary
 
 WORDS = ["<start>", "a", "red", "circle", "<eos>", "UNK"]
 

@@ -1,1 +1,2 @@
-"""Caption evaluation against COCO-format ground truth (BLEU, METEOR, ROUGE_L, CIDEr)."""
+"""``eval_caps.py``, at the seed's path: scores a COCO result JSON (see
+``imcap.evaluation.scoring``)."""

@@ -15,7 +15,7 @@ import sys
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from imcap.coco_caption.scoring import (  # noqa: E402
+from imcap.evaluation.scoring import (  # noqa: E402
     METRICS, SPICE, load_ground_truth, score_captions, spice_missing)
 from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, load_json, write_json_atomic  # noqa: E402

@@ -1,1 +1,2 @@
-"""Encoder, custom layers and the captioner (see ../shared/DESIGN.md, "Layout")."""
+"""Models: ``CaptionerConfig``, the encoder and its preprocessing, the custom layers, the
+captioner, and checkpoints in and out (``saving``). See docs/architecture.md."""

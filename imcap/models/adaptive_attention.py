@@ -70,12 +70,13 @@ class AdaptiveAttention(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed=None)
 
     def build(self, input_shape):
-        hidden_shape, region_shape, key_shape = input_shape[:3]
+        # tuples: a loaded model's build config gives lists
+        hidden_shape, region_shape, key_shape = (tuple(s) for s in input_shape[:3])
         self.hidden_linear.build(hidden_shape)
         self.hidden_embed.build(hidden_shape[:-1] + (self.z_dim,))
         if self.use_sentinel:
-            self.sentinel_linear.build(input_shape[3])
-            self.sentinel_embed.build(input_shape[3][:-1] + (self.z_dim,))
+            self.sentinel_linear.build(tuple(input_shape[3]))
+            self.sentinel_embed.build(tuple(input_shape[3])[:-1] + (self.z_dim,))
         self.score.build(key_shape[:-1] + (self.emb_dim,))
         self.built = True
 

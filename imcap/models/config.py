@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from imcap.utils.vocab import Vocabulary
+from imcap.data.vocabulary import Vocabulary
 
 # kept free of Keras imports, so that command-line help and config checks start fast
 CNN_NAMES = ("resnet", "vgg16", "vgg19")

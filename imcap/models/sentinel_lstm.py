@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from imcap.models.recurrence import run_over_time
+
 
 @keras.saving.register_keras_serializable(package="imcap")
 class SentinelLSTM(keras.layers.Layer):
@@ -12,17 +14,15 @@ class SentinelLSTM(keras.layers.Layer):
         m_t = f * m_{t-1} + i * tanh(x_t W_c + h_{t-1} U_c + b_c),  h_t = o * tanh(m_t)
         g_t = sigmoid(x_t W_g + h_{t-1} U_g + b_g),                 s_t = g_t * tanh(m_t)
 
-    The weights follow ``keras.layers.LSTM``: ``kernel`` (input, 4 units), ``recurrent_kernel``
-    (units, 4 units), ``bias`` (4 units), gates in the order i, f, c, o; with ``use_sentinel``
-    also the sentinel gate's own ``sentinel_kernel`` (input, units),
-    ``sentinel_recurrent_kernel`` (units, units) and ``sentinel_bias`` (units). Without it the
-    layer is a plain LSTM, as the seed's ``LSTM_sent(sentinel=False)``: no sentinel weights and
-    no s_t. Gates are sigmoids (the paper; the seed used hard_sigmoid).
+    Weights as ``keras.layers.LSTM``'s: ``kernel`` (input, 4 units), ``recurrent_kernel`` (units,
+    4 units), ``bias`` (4 units), gates i, f, c, o; with ``use_sentinel`` also the sentinel
+    gate's ``sentinel_kernel``, ``sentinel_recurrent_kernel``, ``sentinel_bias``. Without it the
+    layer is a plain LSTM, as the seed's ``LSTM_sent(sentinel=False)``: no sentinel weights, no
+    s_t. Gates are sigmoids (the paper; the seed used hard_sigmoid).
 
-    The input projection of all time steps is one matrix product before the recurrence; only
-    h_{t-1} U runs step by step. The input may come in two parts, ``[sequence, constant]``: a
-    sequence (batch, time, d1) and a per-sequence vector (batch, d2) that is concatenated to every
-    step (the image vector v^g of the captioner), whose projection is computed once.
+    x W of all steps is one product before the recurrence. The input may come in two parts,
+    ``[sequence, constant]``: (batch, time, d1) and a per-sequence (batch, d2) joined to every
+    step (the captioner's v^g), whose projection is computed once.
 
     Recurrent dropout draws one mask of h_{t-1} per gate (4, or 5 with the sentinel), once per
     sequence, as the seed's layer does (imcap_keras ``layers/lstm_sent.py``, ``B_U``); only in
@@ -128,8 +128,7 @@ class SentinelLSTM(keras.layers.Layer):
         return ops.concatenate([self.bias, self.sentinel_bias])
 
     def project_sequence(self, sequence, input_mask=None, bias=True):
-        """x W (+ b) for every step: (batch, time, gates x units) from a (batch, time, d1)
-        sequence.
+        """x W (+ b) of every step, (batch, time, gates x units), of a (batch, time, d1) sequence.
 
         ``input_mask`` is the dropout mask (batch, d1 [+ d2]) or None; ``bias=False`` leaves
         the bias to ``project_constant``.
@@ -230,9 +229,8 @@ class SentinelLSTM(keras.layers.Layer):
         if mask is not None:
             keep = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
 
-        def step(carry, elements):
+        def step(carry, projected_t, keep_t):
             """-> (new carry, outputs): (h,) or (h, s) at this step."""
-            projected_t, keep_t = elements
             h, s, m = recurrence(projected_t, carry[0], carry[1], kernel)
             outputs = (h,) if s is None else (h, s)
             if keep_t is None:
@@ -240,41 +238,8 @@ class SentinelLSTM(keras.layers.Layer):
             return ((ops.where(keep_t, h, carry[0]), ops.where(keep_t, m, carry[1])),
                     tuple(ops.where(keep_t, x, ops.zeros_like(x)) for x in outputs))
 
-        if projected.shape[0] is not None:
-            # a known number of steps (always, inside a traced training step): unrolled, which
-            # on CPU is several times faster than a while loop, above all in the backward pass
-            carry, steps = (h0, m0), []
-            for t in range(projected.shape[0]):
-                carry, outputs = step(carry, (projected[t], None if keep is None else keep[t]))
-                steps.append(outputs)
-            sequences = [ops.stack(list(x), axis=1) for x in zip(*steps)]
-        else:
-            # Keras' scan stores as many outputs per step as the carry has tensors (h, m): a
-            # plain LSTM emits h twice and keeps one
-            def scan_step(carry, elements):
-                carry, outputs = step(carry, elements)
-                return carry, outputs if len(outputs) == 2 else outputs * 2
-
-            if keep is None:
-                carry, outputs = ops.scan(lambda c, p: scan_step(c, (p, None)), (h0, m0),
-                                          projected)
-            else:
-                # one scanned tensor: the mask rides along as a last column (a tuple of scanned
-                # tensors of unknown length trips the TensorFlow backend's scan)
-                keep = ops.cast(keep, projected.dtype)
-                if recurrent_masks is None:
-                    joined = ops.concatenate([projected, keep], axis=-1)
-                    carry, outputs = ops.scan(
-                        lambda c, j: scan_step(c, (j[:, :-1], j[:, -1:] > 0)), (h0, m0), joined)
-                else:  # gate-major: the mask as one more gate, (time, gates + 1, batch, units)
-                    keep = ops.expand_dims(ops.broadcast_to(keep, ops.shape(projected[:, 0])), 1)
-                    joined = ops.concatenate([projected, keep], axis=1)
-                    carry, outputs = ops.scan(
-                        lambda c, j: scan_step(c, (j[:-1], j[-1][:, :1] > 0)), (h0, m0),
-                        joined)
-            # (time, batch, units) -> (batch, time, units)
-            outputs = outputs if self.use_sentinel else outputs[:1]
-            sequences = [ops.transpose(x, (1, 0, 2)) for x in outputs]
+        sequences, carry = run_over_time(step, projected, keep, (h0, m0),
+                                         2 if self.use_sentinel else 1)
         return (*sequences, list(carry))
 
     def step_weights(self, input_dim):
@@ -312,11 +277,13 @@ class SentinelLSTM(keras.layers.Layer):
     def compute_output_spec(self, inputs, mask=None, training=None, initial_state=None):
         sequence = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         batch, time = sequence.shape[0], sequence.shape[1]
-        seq = keras.KerasTensor((batch, time, self.units), dtype=self.compute_dtype)
-        state = keras.KerasTensor((batch, self.units), dtype=self.compute_dtype)
+        def spec(*shape):  # one object per output: functional models map outputs by object
+            return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+        states = [spec(batch, self.units), spec(batch, self.units)]
         if not self.use_sentinel:
-            return seq, [state, state]
-        return seq, keras.KerasTensor(seq.shape, dtype=self.compute_dtype), [state, state]
+            return spec(batch, time, self.units), states
+        return spec(batch, time, self.units), spec(batch, time, self.units), states
 
     def get_config(self):
         config = super().get_config()

@@ -31,7 +31,7 @@ class OptimizerConfig:
 
     def make(self, learning_rate, cnn_variables=()):
         """The Keras optimizer; ``cnn_variables`` learn at ``cnn_multiplier`` times the rate."""
-        from imcap import optimizers
+        from imcap.training import optimizers
 
         multiplier = self.cnn_multiplier if cnn_variables else None
         return optimizers.make_optimizer(self.name, learning_rate, self.beta_1, self.beta_2,

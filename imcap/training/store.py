@@ -9,7 +9,7 @@ import contextlib
 import os
 
 from imcap.training.run_folder import TrainingState
-from imcap.utils import checkpoints
+from imcap.models import saving
 from imcap.utils.fileio import link_atomically
 
 
@@ -53,9 +53,9 @@ class CheckpointStore:
     def _write_pair(self, model, optimizer, stage, epoch, step=None):
         last, optimizer_path = self.run.last(stage, epoch, step)
         with self.writing(last):
-            checkpoints.save_model(model, last)
+            saving.save_model(model, last)
         with self.writing(optimizer_path):
-            checkpoints.save_optimizer(optimizer, optimizer_path, model)
+            saving.save_optimizer(optimizer, optimizer_path, model)
         return last, optimizer_path
 
     def _commit(self, stage, paths, updates):
@@ -76,11 +76,11 @@ class CheckpointStore:
         if best:
             path = self.run.best_weights(stage)
             with self.writing(path):
-                checkpoints.save_weights(checkpoints.load_model(best, compile=False), path)
+                saving.save_weights(saving.load_model(best, compile=False), path)
 
     def write_state(self):
         with self.writing(self.run.state):
-            checkpoints.write_state(self.run.state, self.state.to_dict())
+            saving.write_state(self.run.state, self.state.to_dict())
 
     @contextlib.contextmanager
     def writing(self, path):

@@ -22,19 +22,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from imcap import distribute
-from imcap.coco_caption.scoring import load_ground_truth
+from imcap.training import distribute
+from imcap.evaluation.scoring import load_ground_truth
 from imcap.models.captioner import Captioner
-from imcap.models.decoding import GreedyDecoder
+from imcap.decoding import GreedyDecoder
 from imcap.models.encoder import set_trainable
 from imcap.models.feature_standardization import feature_statistics
-from imcap.training import validation
+from imcap.models.preprocessing import preprocessor
+from imcap.evaluation import captioning as validation
 from imcap.training.callbacks import EarlyStopping, EpochLoss, EpochProgress, StepCheckpoint
 from imcap.training.store import CheckpointStore, TrainingError
-from imcap.utils import checkpoints, features, fileio
-from imcap.utils.coco_gt import gt_path
+from imcap.models import saving
+from imcap.data import features
+from imcap.utils import fileio
+from imcap.data.coco_gt import gt_path
 from imcap.utils.fileio import DataError, check_writable
-from imcap.utils.loader import CaptionData
+from imcap.data.loader import CaptionData
 
 log = logging.getLogger("imcap.train")
 
@@ -89,11 +92,11 @@ class Trainer:
         if stage_state.last_path:
             log.info("resuming stage %s after epoch %d, step %d", stage,
                      stage_state.epochs_done, stage_state.steps_done)
-            model = checkpoints.load_model(stage_state.last_path, compile=False)
-            checkpoints.check_data_matches(model, self.train_data, stage_state.last_path)
+            model = saving.load_model(stage_state.last_path, compile=False)
+            saving.check_data_matches(model, self.train_data, stage_state.last_path)
             self.check_same_architecture(model, stage_state.last_path)
             fit_model = self.prepare(model, stage)
-            checkpoints.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
+            saving.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
                                           stage_state.optimizer_path, model)
             return model, fit_model
         start = self.config.start_from
@@ -101,8 +104,8 @@ class Trainer:
             start = self.state.stage("frozen").best_path
         if start:
             log.info("stage %s starts from %s", stage, start)
-            model = checkpoints.load_model(start, compile=False)
-            checkpoints.check_data_matches(model, self.train_data, start)
+            model = saving.load_model(start, compile=False)
+            saving.check_data_matches(model, self.train_data, start)
         else:
             model = self.new_model()
         return model, self.prepare(model, stage)
@@ -148,7 +151,7 @@ class Trainer:
         """One epoch (0-based ``epoch``), or what a step checkpoint left of it; returns its
         mean loss and the first step whose loss was not finite (None)."""
         config, stage_state = self.config, self.state.stage(stage)
-        data = train_data.dataset(config.batch_size, model.config.cnn, training=True,
+        data = train_data.dataset(config.batch_size, preprocessor(model.config.cnn), training=True,
                                   seq_per_img=config.captions_per_image, seed=config.seed,
                                   epoch=epoch)
         steps_done = stage_state.steps_done
@@ -175,7 +178,7 @@ class Trainer:
     def new_model(self):
         """A fresh captioner; with ``standardize``, its statistics come from the training
         split's cached features of its own encoder. The model's image size must be the data's
-        (a checkpoint's own size is checked by ``checkpoints.check_data_matches``)."""
+        (a checkpoint's own size is checked by ``saving.check_data_matches``)."""
         config = self.config.model_config(self.train_data.vocabulary)
         if config.image_size != self.train_data.image_size:
             raise DataError(f"-imsize is {config.image_size} but {self.h5_path} holds "
@@ -238,7 +241,8 @@ class Trainer:
         """The early-stopping value of ``model`` on the validation split."""
         config = self.config
         if config.metric == "loss":
-            data = val_data.dataset(config.batch_size, model.config.cnn, training=False)
+            data = val_data.dataset(config.batch_size, preprocessor(model.config.cnn),
+                                    training=False)
             return float(fit_model.evaluate(data.map(lambda x, y, w, ids: (x, y, w)), verbose=0))
         from_features = val_data.features_path is not None
         if self._decoder is None or self._decoder.model is not model \

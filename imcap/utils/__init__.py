@@ -1,2 +1,3 @@
-"""Data preparation and loading: NeuralTalk2-format preprocessing, image reading, the synthetic
-shapes dataset and the tf.data loader."""
+"""Helpers every package may use: file input and atomic output (``fileio``), command-line
+parsing and one-line errors (``cli``), a quiet TensorFlow start (``quiet``); and the seed's
+``prepro_coco.py``, kept at its path."""

@@ -51,7 +51,7 @@ def prepare_output(path):
 
 
 @contextlib.contextmanager
-def atomic_output(path, suffix="", directory=False, keep_on_error=False):
+def atomic_output(path, suffix="", directory=False, keep_on_error=False, check=True):
     """Writes ``path`` all or nothing: yields the temporary name (``partial_path``) to write;
     when the block ends, moves it into place (atomic on one file system), replacing what was
     there; when the block raises (even ``KeyboardInterrupt``), removes it, unless
@@ -62,11 +62,13 @@ def atomic_output(path, suffix="", directory=False, keep_on_error=False):
         suffix: the extension the writer needs to see at the end of the temporary name.
         directory: the output is a folder (a SavedModel); a folder already at ``path`` is
             replaced once the new one is complete.
+        check: check first that the folder can be written (``False`` for the many files of
+            one folder already checked).
     """
-    if directory:
+    if check and directory:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         check_writable(os.path.dirname(os.path.abspath(path)))
-    else:
+    elif check:
         prepare_output(path)
     temporary = partial_path(path, suffix)
     try:

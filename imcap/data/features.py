@@ -20,7 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from imcap.utils import fileio
-from imcap.utils.loader import preprocess_images
+from imcap.models.preprocessing import preprocess_images
 
 log = logging.getLogger("imcap.features")
 

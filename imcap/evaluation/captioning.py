@@ -6,7 +6,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from imcap.coco_caption.scoring import score_captions
+from imcap.evaluation.scoring import score_captions
+from imcap.models.preprocessing import preprocessor
 
 
 def caption_split(decoder, data, batch_size, keep_attention=False, progress=True):
@@ -19,7 +20,7 @@ def caption_split(decoder, data, batch_size, keep_attention=False, progress=True
     """
     key = "features" if decoder.from_features else "images"
     results, kept = [], {"image_id": [], "words": [], "alpha": [], "beta": []}
-    batches = data.dataset(batch_size, decoder.model.config.cnn, training=False)
+    batches = data.dataset(batch_size, preprocessor(decoder.model.config.cnn), training=False)
     start = time.perf_counter()
     for x, _, _, ids in tqdm(batches, total=math.ceil(len(data) / batch_size), unit="batch",
                              desc=f"captioning {len(data)} images", disable=not progress):
@@ -41,7 +42,8 @@ def teacher_forced_captions(model, decoder, data, batch_size):
     previous words (the seed's ``-es_prev_words gt``), through ``model`` (the captioner, or
     its features model on cached features)."""
     results = []
-    for x, _, _, ids in data.dataset(batch_size, decoder.model.config.cnn, training=False):
+    preprocess = preprocessor(decoder.model.config.cnn)
+    for x, _, _, ids in data.dataset(batch_size, preprocess, training=False):
         words = np.argmax(model(x, training=False)[:, 0], axis=-1)
         for image_id, caption in zip(ids.numpy(), decoder.to_captions(words)):
             results.append({"image_id": int(image_id), "caption": caption})

@@ -1,6 +1,6 @@
 """A synthetic captioning dataset of coloured shapes, written in MS COCO's own layout.
 
-``python -m imcap.utils.make_shapes --out DIR`` writes::
+``python -m imcap.data.make_shapes --out DIR`` writes::
 
     DIR/images/train2014/COCO_train2014_000000000001.jpg ...   train images
     DIR/images/val2014/COCO_val2014_000000001901.jpg ...       restval, val and test images
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from imcap.utils.cli import ArgumentParser
-from imcap.utils.fileio import write_json_atomic
+from imcap.utils.fileio import atomic_output, check_writable, write_json_atomic
 
 COLORS = {"red": (215, 35, 35), "green": (35, 160, 55), "blue": (40, 75, 215),
           "yellow": (235, 210, 30), "purple": (135, 50, 175), "orange": (240, 135, 25)}
@@ -169,11 +169,14 @@ def generate(out, num_train=1900, num_restval=100, num_val=100, num_test=100, im
     karpathy, split_lists = [], {s: [] for s in ("train", "restval", "val", "test")}
     for part in ("train", "val"):
         os.makedirs(os.path.join(out, "images", part + YEAR), exist_ok=True)
+        check_writable(os.path.join(out, "images", part + YEAR))
     for index, (part, split) in enumerate(tqdm(plan, desc="shapes", unit="img", file=sys.stderr)):
         image_id = index + 1
         objects, background, image, texts = make_image(image_id, seed, image_size)
         file_name = f"COCO_{part}{YEAR}_{image_id:012d}.jpg"
-        image.save(os.path.join(out, "images", part + YEAR, file_name), quality=quality)
+        with atomic_output(os.path.join(out, "images", part + YEAR, file_name),
+                           check=False) as temporary:  # the folder is checked above
+            image.save(temporary, format="JPEG", quality=quality)
         entry = {"id": image_id, "file_name": file_name, "width": image_size,
                  "height": image_size, "license": 1}
         captions[part]["images"].append(entry)
@@ -202,7 +205,8 @@ def generate(out, num_train=1900, num_restval=100, num_val=100, num_test=100, im
                           for k, t in enumerate(texts)]})
     os.makedirs(os.path.join(out, "splits"), exist_ok=True)
     for split, names in split_lists.items():
-        with open(os.path.join(out, "splits", f"coco_{split}.txt"), "w") as f:
+        with atomic_output(os.path.join(out, "splits", f"coco_{split}.txt")) as temporary, \
+                open(temporary, "w") as f:
             f.write("".join(name + "\n" for name in names))
     write_json_atomic(os.path.join(out, "dataset_shapes.json"),
                       {"dataset": "shapes", "images": karpathy})

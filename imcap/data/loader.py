@@ -21,30 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from imcap.utils.fileio import DataError, load_json
-from imcap.utils.vocab import Vocabulary
+from imcap.data.vocabulary import Vocabulary
 
 LABEL_FIELDS = ("labels", "label_start_ix", "label_end_ix", "label_length")
-# keras.applications "caffe" preprocessing (ResNet50, VGG16, VGG19): RGB -> BGR, minus the
-# ImageNet mean
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-ENCODERS = ("resnet", "vgg16", "vgg19")
-
-
-def check_encoder(cnn):
-    if cnn not in ENCODERS:
-        raise ValueError(f"cnn must be one of {', '.join(ENCODERS)}, got {cnn!r}")
-
-
-def preprocess_images(images, cnn="resnet", bgr=False):
-    """Preprocesses (B, S, S, 3) images in 0..255 for ``cnn``, as keras.applications does.
-
-    ``bgr=True`` says the channels are already in BGR order (the loader flips them in NumPy,
-    where it costs almost nothing; ``tf.reverse`` on the channel axis is slow on CPU).
-    """
-    check_encoder(cnn)
-    if not bgr:
-        images = tf.gather(images, [2, 1, 0], axis=-1)
-    return tf.cast(images, tf.float32) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
 
 
 class CaptionData:
@@ -55,7 +34,7 @@ class CaptionData:
         json_path: its JSON (``ix_to_word`` and ``images`` with their splits).
         split: ``"train"``, ``"val"``, ``"test"`` (or ``"restval"`` if kept separate).
         with_images: ``False`` for a labels-only HDF5 (``--no_images``).
-        features_path: a feature cache (``imcap.utils.features``); the dataset then yields
+        features_path: a feature cache (``imcap.data.features``); the dataset then yields
             ``{"features": (B, K, D) float32, "words"}`` instead of images.
     """
 
@@ -183,18 +162,27 @@ class CaptionData:
         images = np.stack([dataset[p] for p in self.positions[split_indices]])
         return images.transpose(0, 2, 3, 1)
 
-    def dataset(self, batch_size, cnn="resnet", training=True, seq_per_img=1, seed=123, epoch=0):
-        """The ``tf.data.Dataset`` of one epoch (see the module docstring)."""
+    def dataset(self, batch_size, preprocess=None, training=True, seq_per_img=1, seed=123,
+                epoch=0):
+        """The ``tf.data.Dataset`` of one epoch (see the module docstring).
+
+        ``preprocess(images, bgr=True)`` turns a batch of (B, S, S, 3) uint8 images, channels
+        in BGR order, into the encoder's input (``imcap.models.preprocessing.preprocessor``);
+        it is needed for images, not for a feature cache. (The loader flips the channels in
+        NumPy, where it costs almost nothing; ``tf.reverse`` on them is slow on CPU.)
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if seq_per_img < 1:
             raise ValueError(f"seq_per_img must be at least 1, got {seq_per_img}")
         if not self.with_images and self.features_path is None:
             raise ValueError(f"{self.h5_path} was opened without images")
+        if self.features_path is None and preprocess is None:
+            raise ValueError("a dataset of images needs the encoder's preprocessing "
+                             "(preprocess=imcap.models.preprocessing.preprocessor(cnn))")
         order, rows = self.epoch_plan(seq_per_img, seed, epoch, training)
         captions = self.labels[rows]  # (n, N, T)
         slices = (order, captions) + (() if training else (self.image_ids[order],))
-        check_encoder(cnn)
 
         def read_bgr(indices):
             return np.ascontiguousarray(self.read_images(indices)[..., ::-1])
@@ -206,7 +194,7 @@ class CaptionData:
                 return {"features": features}
             images = tf.numpy_function(read_bgr, [indices], tf.uint8)
             images.set_shape((None, self.image_size, self.image_size, 3))
-            return {"images": preprocess_images(images, cnn, bgr=True)}
+            return {"images": preprocess(images, bgr=True)}
 
         def load(indices, caps, *ids):
             x = dict(load_inputs(indices), words=caps[:, :, :-1])

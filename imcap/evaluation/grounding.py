@@ -13,7 +13,7 @@
 import numpy as np
 
 from imcap.utils.fileio import DataError, load_json
-from imcap.utils.make_shapes import COLORS, SHAPES, SIZES
+from imcap.data.make_shapes import COLORS, SHAPES, SIZES
 
 VISUAL_WORDS = frozenset(COLORS) | frozenset(SHAPES) | frozenset(SIZES)
 NON_VISUAL_WORDS = frozenset({"a", "the", "of", "and", "is", "on", "in", "there", "at", "to"})

@@ -1,0 +1,28 @@
+"""Decoding captions with the captioner's step function: greedy, sampling and beam search, each
+one compiled function over a batch of images, starting from ``<start>`` (the seed fed word 0).
+
+Every decoder runs at most ``max_length - 1`` steps (the caption length of the training data
+includes ``<start>``; ``-seqlen``), never emits padding or ``<start>``, stops early once every
+caption has ended, and returns per word the attention over the regions (alpha) and the sentinel
+weight (beta) of the chosen path. ``suppress_eos`` forbids ``<eos>`` (benchmarks use it to run
+every step). A caption has at least one word: ``<eos>`` cannot come first.
+"""
+
+
+from imcap.decoding.base import Decoder
+from imcap.decoding.beam_search import BeamSearchDecoder
+from imcap.decoding.greedy import GreedyDecoder
+
+__all__ = ["BeamSearchDecoder", "Decoder", "GreedyDecoder", "make_decoder"]
+
+
+def make_decoder(model, beam_size=1, temperature=None, max_length=None, length_penalty=0.0,
+                 seed=0, from_features=False, suppress_eos=False):
+    """Sampling (``temperature`` > 0), beam search (``beam_size`` > 1) or greedy decoding."""
+    if temperature is not None and temperature > 0:
+        return GreedyDecoder(model, max_length, from_features, suppress_eos,
+                             temperature=temperature, seed=seed)
+    if beam_size > 1:
+        return BeamSearchDecoder(model, beam_size, max_length, from_features, suppress_eos,
+                                 length_penalty=length_penalty)
+    return GreedyDecoder(model, max_length, from_features, suppress_eos)

@@ -1,0 +1,93 @@
+"""What every decoder shares: the step with banned words, the encoded images, the conversion
+of word ids to words, and clearing what follows ``<eos>``."""
+
+import numpy as np
+import tensorflow as tf
+
+
+class Decoder:
+    """What the decoders share: inputs, banned words, captions from word ids.
+
+    Args:
+        model: a ``Captioner``.
+        max_length: caption length with both markers (the seed's ``-seqlen``).
+        from_features: the inputs are region features, not what the model takes.
+        suppress_eos: never emit ``<eos>`` (every caption runs ``max_length - 1`` steps).
+    """
+
+    def __init__(self, model, max_length=None, from_features=False, suppress_eos=False):
+        self.model = model
+        self.from_features = from_features
+        self.max_length = max_length or model.config.max_length
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (<start> and a word), got "
+                             f"{self.max_length}")
+        self.steps = self.max_length - 1
+        config, vocabulary = model.config, model.config.vocabulary
+        self.vocabulary = vocabulary
+        self.end_id, self.start_id = vocabulary.end_id, vocabulary.start_id
+        self.num_regions = config.num_regions if config.attention else 0
+        banned = np.zeros(vocabulary.size, dtype=np.float32)
+        banned[[0, self.start_id] + ([self.end_id] if suppress_eos else [])] = -np.inf
+        self.banned = tf.constant(banned)
+        banned[self.end_id] = -np.inf
+        self.banned_first = tf.constant(banned)  # no empty captions
+        self._calls = 0
+        self._decode = tf.function(self._decode_graph, reduce_retracing=True)
+
+    def _step(self, encoded, words, state, t, weights=None):
+        """Log-probabilities with banned words at -inf (and ``<eos>`` at step 0), the new state,
+        alpha (N, R) and beta (N,) (zeros where the model has none)."""
+        log_probs, state, alpha, beta = self.model.step(encoded, words, state, weights)
+        rows = tf.shape(words)[0]
+        if alpha is None:
+            alpha = tf.zeros((rows, 0), tf.float32)
+        if beta is None:
+            beta = tf.zeros((rows,), tf.float32)
+        banned = tf.where(tf.equal(t, 0), self.banned_first, self.banned)
+        return (log_probs + banned, state, tf.cast(alpha, tf.float32),
+                tf.cast(beta, tf.float32))
+
+    def _encode(self, inputs):
+        return self.model.encode(inputs, from_features=self.from_features)
+
+    def _arguments(self, inputs, call):
+        """The arguments of ``_decode_graph`` for the ``call``-th decode."""
+        return (inputs,)
+
+    def graph(self, inputs):
+        """The decoding as tensors, to call inside another ``tf.function`` (e.g. a serving
+        signature): the same dict as ``decode``."""
+        return self._decode_graph(*self._arguments(inputs, 0))
+
+    def decode(self, inputs):
+        """A dict of NumPy arrays for a batch of images (or features): ``words`` (B, L) word
+        ids, 0 after ``<eos>``; ``alpha`` (B, L, K); ``beta`` (B, L) (zeros without the
+        sentinel); ``log_prob`` (B,) of each caption (its ``<eos>`` included)."""
+        self._calls += 1
+        outputs = self._decode(*self._arguments(inputs, self._calls))
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    def __call__(self, inputs):
+        """Word ids (B, L) for a batch of images or features."""
+        return self.decode(inputs)["words"]
+
+    def to_words(self, ids, keep_end=False):
+        """Lists of words for rows of word ids, stopping at ``<eos>`` (kept with ``keep_end``)
+        or padding."""
+        return [self.vocabulary.ids_to_words(row, keep_end) for row in ids]
+
+    def to_captions(self, ids):
+        """Strings for rows of word ids, stopping at ``<eos>``."""
+        return [" ".join(words) for words in self.to_words(ids)]
+
+
+def _clear_after_end(outputs, end_id):
+    """Zeros the words, alpha and beta after the first ``<eos>`` of each caption."""
+    words = outputs["words"]
+    ended_before = tf.cumsum(tf.cast(tf.equal(words, end_id), tf.int32), axis=1, exclusive=True)
+    after = ended_before > 0
+    return dict(outputs, words=tf.where(after, tf.zeros_like(words), words),
+                beta=tf.where(after, tf.zeros_like(outputs["beta"]), outputs["beta"]),
+                alpha=tf.where(after[..., None], tf.zeros_like(outputs["alpha"]),
+                               outputs["alpha"]))
