@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
-from imcap.decoding import BeamSearchDecoder, GreedyDecoder
+from imcap.decoding import BeamSearchDecoder, GreedyDecoder, SamplingDecoder, make_decoder
 from imcap.data.vocabulary import Vocabulary
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
@@ -190,10 +190,14 @@ def test_sampling_is_seeded_and_cold_sampling_is_greedy():
     model = random_captioner()
     x = features()
     greedy = GreedyDecoder(model, 12)(x)
-    np.testing.assert_array_equal(GreedyDecoder(model, 12, temperature=1e-4)(x), greedy)
-    first = GreedyDecoder(model, 12, temperature=1.0, seed=3)(x)
-    np.testing.assert_array_equal(GreedyDecoder(model, 12, temperature=1.0, seed=3)(x), first)
-    assert not np.array_equal(GreedyDecoder(model, 12, temperature=1.0, seed=4)(x), first)
+    np.testing.assert_array_equal(SamplingDecoder(model, 12, temperature=1e-4)(x), greedy)
+    first = SamplingDecoder(model, 12, temperature=1.0, seed=3)(x)
+    np.testing.assert_array_equal(SamplingDecoder(model, 12, temperature=1.0, seed=3)(x), first)
+    assert not np.array_equal(SamplingDecoder(model, 12, temperature=1.0, seed=4)(x), first)
+    assert isinstance(make_decoder(model, temperature=0.7), SamplingDecoder)
+    assert type(make_decoder(model, temperature=-1)) is GreedyDecoder
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        SamplingDecoder(model, 12, temperature=0.0)
     assert not np.array_equal(first, greedy)
 
 

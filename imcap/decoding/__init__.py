@@ -11,17 +11,17 @@ every step). A caption has at least one word: ``<eos>`` cannot come first.
 
 from imcap.decoding.base import Decoder
 from imcap.decoding.beam_search import BeamSearchDecoder
-from imcap.decoding.greedy import GreedyDecoder
+from imcap.decoding.greedy import GreedyDecoder, SamplingDecoder
 
-__all__ = ["BeamSearchDecoder", "Decoder", "GreedyDecoder", "make_decoder"]
+__all__ = ["BeamSearchDecoder", "Decoder", "GreedyDecoder", "SamplingDecoder", "make_decoder"]
 
 
 def make_decoder(model, beam_size=1, temperature=None, max_length=None, length_penalty=0.0,
                  seed=0, from_features=False, suppress_eos=False):
     """Sampling (``temperature`` > 0), beam search (``beam_size`` > 1) or greedy decoding."""
     if temperature is not None and temperature > 0:
-        return GreedyDecoder(model, max_length, from_features, suppress_eos,
-                             temperature=temperature, seed=seed)
+        return SamplingDecoder(model, max_length, from_features, suppress_eos,
+                               temperature=temperature, seed=seed)
     if beam_size > 1:
         return BeamSearchDecoder(model, beam_size, max_length, from_features, suppress_eos,
                                  length_penalty=length_penalty)

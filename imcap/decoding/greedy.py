@@ -1,4 +1,4 @@
-"""Greedy decoding, and sampling at a temperature (the same loop, another choice per step)."""
+"""Greedy decoding, and sampling at a temperature: the same loop, another choice per step."""
 
 import tensorflow as tf
 
@@ -6,24 +6,13 @@ from imcap.decoding.base import Decoder, _clear_after_end
 
 
 class GreedyDecoder(Decoder):
-    """Batched greedy decoding (the most likely word at each step), or sampling from the
-    softmax at ``temperature`` (> 0) when given; ``seed`` makes sampling reproducible."""
-
-    def __init__(self, model, max_length=None, from_features=False, suppress_eos=False,
-                 temperature=None, seed=0):
-        self.temperature = temperature if temperature and temperature > 0 else None
-        self.seed = seed
-        super().__init__(model, max_length, from_features, suppress_eos)
+    """Batched greedy decoding: the most likely word at each step."""
 
     def _arguments(self, inputs, call):
-        return inputs, tf.constant([self.seed, call], tf.int64)
+        return inputs, tf.constant([0, call], tf.int64)
 
     def _choose(self, log_probs, seed, step):
-        if self.temperature is None:
-            return tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
-        scaled = log_probs / self.temperature
-        sample_seed = tf.stack([seed[0], seed[1] * 1000 + tf.cast(step, tf.int64)])
-        return tf.cast(tf.random.stateless_categorical(scaled, 1, sample_seed)[:, 0], tf.int32)
+        return tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
 
     def _decode_graph(self, inputs, seed):
         model = self.model
@@ -61,3 +50,23 @@ class GreedyDecoder(Decoder):
                             [[0, 0], [0, pad], [0, 0]]),
             "beta": tf.pad(tf.transpose(betas.stack()[:t]), [[0, 0], [0, pad]]),
             "log_prob": total}, self.end_id)
+
+
+class SamplingDecoder(GreedyDecoder):
+    """Batched sampling: each word drawn from the softmax at ``temperature`` (> 0); ``seed``
+    makes it reproducible (each call draws anew: the call count is part of the seed)."""
+
+    def __init__(self, model, max_length=None, from_features=False, suppress_eos=False,
+                 temperature=1.0, seed=0):
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature, self.seed = temperature, seed
+        super().__init__(model, max_length, from_features, suppress_eos)
+
+    def _arguments(self, inputs, call):
+        return inputs, tf.constant([self.seed, call], tf.int64)
+
+    def _choose(self, log_probs, seed, step):
+        scaled = log_probs / self.temperature
+        sample_seed = tf.stack([seed[0], seed[1] * 1000 + tf.cast(step, tf.int64)])
+        return tf.cast(tf.random.stateless_categorical(scaled, 1, sample_seed)[:, 0], tf.int32)
