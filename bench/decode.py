@@ -27,11 +27,12 @@ from imcap.models.config import CaptionerConfig  # noqa: E402
 from imcap.decoding import BeamSearchDecoder, GreedyDecoder  # noqa: E402
 
 
-def make_model(vocab_size, regions, channels, dim, dtype, sgate=True):
+def make_model(vocab_size, regions, channels, dim, dtype, use_sentinel=True):
     vocabulary = ["<start>", "<eos>"] + [f"w{i}" for i in range(vocab_size - 3)]
     config = CaptionerConfig(vocabulary=vocabulary, input_images=False, num_regions=regions,
                              feature_dim=channels, emb_dim=dim, z_dim=dim, lstm_dim=dim,
-                             max_length=18, dr_ratio=0.0, sgate=sgate, dtype_policy=dtype)
+                             max_length=18, dr_ratio=0.0, use_sentinel=use_sentinel,
+                             dtype_policy=dtype)
     return Captioner(config)
 
 

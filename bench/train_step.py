@@ -35,7 +35,8 @@ def make_model(vocab_size, regions, channels, dim, sgate, dtype, jit_compile=Fal
     vocabulary = ["<start>", "<eos>"] + [f"w{i}" for i in range(vocab_size - 3)]
     config = CaptionerConfig(vocabulary=vocabulary, input_images=False, num_regions=regions,
                              feature_dim=channels, emb_dim=dim, z_dim=dim, lstm_dim=dim,
-                             dr_ratio=0.5, dropout_layers=False, sgate=sgate, dtype_policy=dtype)
+                             dr_ratio=0.5, dropout_layers=False, use_sentinel=sgate,
+                             dtype_policy=dtype)
     model = Captioner(config)
     model.compile(optimizer=keras.optimizers.Adam(5e-4, clipvalue=5.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -119,7 +120,7 @@ def main():
             for captions in (1, 5):
                 name = f"reference_{'sgate' if sgate else 'spatial'}_{captions}cap"
                 workloads.append((name, dict(dtype=dtype, images=32, captions=captions,
-                                             sgate=sgate)))
+                                             use_sentinel=sgate)))
         workloads.append(("seed_defaults_sgate_1cap",
                           dict(dtype=dtype, images=32, captions=1, regions=64, vocab_size=9570)))
     # the demo's shapes (an 8 x 8 grid of 1024 channels, decoder 256, 40 images, 1 caption, a

@@ -136,14 +136,14 @@ def main(argv=None):
         caption = " ".join(w for w in words if w != "<eos>")
         print(f"{path}\t{caption}")
         record = {"image": path, "caption": caption, "words": words}
-        if model.config.sgate:
+        if model.config.use_sentinel:
             record["beta"] = [round(float(b), 4) for b in beta]
         if args.att_dir and model.config.attention:
             from imcap.evaluation.attention_maps import attention_figure
 
             name = os.path.splitext(os.path.basename(path))[0]
             figure = os.path.join(args.att_dir, f"{name}_attention.png")
-            attention_figure(image, words, alpha, beta if model.config.sgate else None,
+            attention_figure(image, words, alpha, beta if model.config.use_sentinel else None,
                              args.sig, args.th, path=figure)
             record["figure"] = figure
         records.append(record)

@@ -33,7 +33,7 @@ def training_config(args):
         max_length=args.seqlen, cnn=args.cnn, cnn_weights=args.cnn_weights,
         cnn_layer=args.cnn_layer, image_size=args.imsize, emb_dim=args.emb_dim,
         z_dim=args.z_dim, lstm_dim=args.lstm_dim, dr_ratio=args.dr_ratio,
-        dropout_layers=args.dr, sgate=args.sgate, attention=args.attlstm,
+        dropout_layers=args.dr, use_sentinel=args.sgate, attention=args.attlstm,
         sent_dropout=args.sent_dropout, position_embedding=args.position_embedding,
         standardize=args.standardize, dtype_policy=args.dtype)
     optimizer = OptimizerConfig(

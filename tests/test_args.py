@@ -81,7 +81,7 @@ def test_model_config_from_flags():
     vocabulary = ["<start>", "a", "<eos>"]
     config = training_config(parsed).model_config(vocabulary)
     assert (config.emb_dim, config.z_dim, config.lstm_dim) == (16, 12, 10)
-    assert config.sgate and config.attention and config.dropout_layers
+    assert config.use_sentinel and config.attention and config.dropout_layers
     assert config.sent_dropout == 0.5 and config.position_embedding
     assert config.dtype_policy == "mixed_bfloat16" and config.vocabulary.size == 4
     wrong = imcap_args.parse_args(["-vocab_size", "9570"])

@@ -311,7 +311,7 @@ CASES = [
          ["other_vocab.keras", "another vocabulary", "is 'zebra' and"]),
     Case("resume_with_other_flags", "train", "--resume with -lstm_dim 16 for a run of 8",
          lambda w: w.data_folder() + w.interrupted_run() + TINY + ["--resume", "-lstm_dim", "16"],
-         ["--resume: checkpoint", "tiny.keras has lstm_dim 8 but the flags give 16",
+         ["--resume: checkpoint", "tiny.keras has lstm_dim 8 (-lstm_dim) but the flags give 16",
           "repeat the flags"]),
     Case("resume_without_state", "train", "--resume where nothing was trained",
          lambda w: w.data_folder() + TINY + ["--resume"],
@@ -395,7 +395,7 @@ def make_shared(shapes_prepro, root):
     keras.utils.set_random_seed(1)
     config = CaptionerConfig(vocabulary=vocabulary, cnn_weights="none",
                              cnn_layer="conv2_block1_out", image_size=32, emb_dim=8, z_dim=8,
-                             lstm_dim=8, dr_ratio=0.0, sgate=True)
+                             lstm_dim=8, dr_ratio=0.0, use_sentinel=True)
     models = {"model": config,
               "other_vocab_model": config.replace(
                   vocabulary=list(vocabulary.words[:-1]) + ["zebra"]),

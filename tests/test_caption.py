@@ -27,7 +27,7 @@ def model_file(tmp_path_factory):
     keras.utils.set_random_seed(2)
     model = Captioner(CaptionerConfig(
         vocabulary=VOCAB, cnn_weights="none", cnn_layer="conv2_block1_out", image_size=32,
-        emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, sgate=True, max_length=8))
+        emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, use_sentinel=True, max_length=8))
     path = str(tmp_path_factory.mktemp("model") / "tiny.keras")
     saving.save_model(model, path)
     return path

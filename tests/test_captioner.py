@@ -17,7 +17,7 @@ VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 
 def tiny_config(**changes):
     values = dict(vocabulary=VOCAB, input_images=False, num_regions=6, feature_dim=10,
-                  emb_dim=8, z_dim=9, lstm_dim=7, dr_ratio=0.0, sgate=True)
+                  emb_dim=8, z_dim=9, lstm_dim=7, dr_ratio=0.0, use_sentinel=True)
     values.update(changes)
     return CaptionerConfig(**values)
 
@@ -31,8 +31,8 @@ def inputs(batch=2, captions=3, time=6, seed=0):
 
 VARIANTS = {
     "sgate": {},
-    "spatial": {"sgate": False},
-    "lstm_baseline": {"sgate": False, "attention": False},
+    "spatial": {"use_sentinel": False},
+    "lstm_baseline": {"use_sentinel": False, "attention": False},
     "standardised_positions": {"standardize": "position", "position_embedding": True},
 }
 STATISTICS = (np.linspace(0.5, 2.0, 10), np.ones((6, 10)))  # scale (D,), center (K, D)
@@ -215,7 +215,7 @@ def test_dropout_zeros_what_the_seeds_final_model_drops(monkeypatch):
 def test_without_the_sentinel_the_lstm_has_no_sentinel_gate():
     """The seed's LSTM_sent(sentinel=False): four gates, no sentinel weights."""
     for sgate, gates in ((True, 5), (False, 4)):
-        model = Captioner(tiny_config(sgate=sgate))
+        model = Captioner(tiny_config(use_sentinel=sgate))
         names = sorted(w.path.split("/")[-1] for w in model.get_layer("hs").weights)
         sentinel = ["sentinel_bias", "sentinel_kernel", "sentinel_recurrent_kernel"]
         assert names == sorted(["bias", "kernel", "recurrent_kernel"] + sentinel * (gates == 5))
@@ -260,7 +260,7 @@ def test_config_errors():
         CaptionerConfig(vocabulary=["a", "<eos>"], input_images=False, num_regions=1,
                         feature_dim=1)
     with pytest.raises(ValueError, match="sent_dropout needs the sentinel"):
-        tiny_config(sgate=False, sent_dropout=0.5)
+        tiny_config(use_sentinel=False, sent_dropout=0.5)
     with pytest.raises(ValueError, match="dtype_policy must be one of"):
         tiny_config(dtype_policy="float64")
     with pytest.raises(ValueError, match="needs num_regions and feature_dim"):
@@ -294,3 +294,11 @@ def test_a_checkpoint_from_before_the_seeds_final_model_is_refused_in_one_line(t
     message = str(error.value)
     assert "\n" not in message and str(old) in message
     assert "model version 1" in message and "zh_embed (tanh)" in message, message
+
+
+def test_a_config_saved_with_sgate_reads_as_use_sentinel():
+    """Checkpoints before the rename stored the seed's flag name; they compute the same."""
+    values = tiny_config().to_dict()
+    values["sgate"] = values.pop("use_sentinel")
+    assert CaptionerConfig.from_dict(values) == tiny_config()
+    assert "sgate" not in tiny_config().to_dict()

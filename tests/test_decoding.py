@@ -18,11 +18,11 @@ VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 START, END = 1, 7
 
 
-def random_captioner(sgate=True, seed=0):
+def random_captioner(use_sentinel=True, seed=0):
     keras.utils.set_random_seed(seed)
     model = Captioner(CaptionerConfig(vocabulary=VOCAB, input_images=False, num_regions=6,
                                       feature_dim=10, emb_dim=8, z_dim=9, lstm_dim=7,
-                                      dr_ratio=0.0, sgate=sgate))
+                                      dr_ratio=0.0, use_sentinel=use_sentinel))
     rng = np.random.default_rng(seed)
     for weight in model.weights:  # sharper, varied word distributions and caption lengths
         if weight.path.startswith("logits/"):
@@ -83,7 +83,7 @@ class MarkovModel:
         # ids 1..V-1: <start>, words, and <eos> last (id V - 1)
         words = ["<start>"] + list("abcdefgh"[:len(table) - 3]) + ["<eos>"]
         self.config = SimpleNamespace(vocabulary=Vocabulary(words), num_regions=0,
-                                      attention=False, sgate=False, max_length=8)
+                                      attention=False, use_sentinel=False, max_length=8)
 
     def encode(self, inputs, from_features=False):
         return {"inputs": tf.convert_to_tensor(inputs)}
@@ -218,7 +218,7 @@ def test_a_trained_tiny_model_captions_what_it_was_taught():
     keras.utils.set_random_seed(0)
     model = Captioner(CaptionerConfig(vocabulary=vocabulary, input_images=False, num_regions=4,
                                       feature_dim=6, emb_dim=16, z_dim=16, lstm_dim=16,
-                                      dr_ratio=0.0, sgate=True, max_length=6))
+                                      dr_ratio=0.0, use_sentinel=True, max_length=6))
     rng = np.random.default_rng(0)
     kinds = rng.integers(0, 3, size=96)
     x = rng.normal(scale=0.1, size=(96, 4, 6)).astype("float32")
@@ -247,7 +247,7 @@ def test_the_default_encoder_decodes_from_images_more_than_once():
     loop's exit leaked. 192 px at 8 images, or 128 px at 16, never failed."""
     keras.utils.set_random_seed(0)
     model = Captioner(CaptionerConfig(vocabulary=VOCAB, cnn_weights="none", image_size=224,
-                                      sgate=True, dr_ratio=0.0))
+                                      use_sentinel=True, dr_ratio=0.0))
     decoder = GreedyDecoder(model)
     images = np.random.default_rng(0).uniform(-100, 100, (8, 224, 224, 3)).astype("float32")
     first = decoder.decode(images)

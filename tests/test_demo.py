@@ -53,5 +53,5 @@ def test_the_quick_demo_writes_every_artefact(tmp_path, capsys):
     for results in summary["results"]:
         assert len(coco.loadRes(results).getImgIds()) == 12
         assert os.path.exists(results.replace(".json", "_scores.json"))
-    assert load_model(summary["model"]).config.sgate
+    assert load_model(summary["model"]).config.use_sentinel
     assert "| greedy |" in "\n".join(printed)

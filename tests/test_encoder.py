@@ -155,7 +155,7 @@ def test_feature_statistics_golden():
 def test_image_captioner_end_to_end_and_reload(tmp_path):
     config = CaptionerConfig(vocabulary=["<start>", "x", "<eos>"], cnn="resnet",
                              cnn_weights="none", cnn_layer="conv3_block4_out", image_size=32,
-                             emb_dim=4, z_dim=4, lstm_dim=4, sgate=True)
+                             emb_dim=4, z_dim=4, lstm_dim=4, use_sentinel=True)
     model = Captioner(config)
     assert (model.config.num_regions, model.config.feature_dim) == (16, 512)
     images = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype("float32")

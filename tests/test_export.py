@@ -40,7 +40,7 @@ def test_a_fresh_process_loads_the_export_and_captions_image_bytes(tmp_path):
     keras.utils.set_random_seed(3)
     model = Captioner(CaptionerConfig(
         vocabulary=VOCAB, cnn_weights="none", cnn_layer="conv2_block1_out", image_size=32,
-        emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, sgate=True, max_length=7))
+        emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, use_sentinel=True, max_length=7))
     model_file = str(tmp_path / "tiny.keras")
     saving.save_model(model, model_file)
     rng = np.random.default_rng(1)

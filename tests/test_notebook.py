@@ -29,7 +29,7 @@ def test_the_notebook_runs_headless_and_shows_its_figures(data_folder, tmp_path,
     keras.utils.set_random_seed(5)
     model = Captioner(CaptionerConfig(
         vocabulary=data.vocabulary, cnn_weights="none", cnn_layer="conv2_block1_out",
-        image_size=32, emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, sgate=True, max_length=6))
+        image_size=32, emb_dim=8, z_dim=8, lstm_dim=8, dr_ratio=0.0, use_sentinel=True, max_length=6))
     saving.save_model(model, str(tmp_path / "tiny.keras"))
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 4), np.uint8),
                     "RGBA").save(tmp_path / "mine.png")

@@ -37,7 +37,7 @@ def trained(data_folder):
     keras.utils.set_random_seed(4)
     model = Captioner(CaptionerConfig(
         vocabulary=data.vocabulary, cnn_weights="none", cnn_layer="conv2_block1_out",
-        image_size=32, emb_dim=16, z_dim=16, lstm_dim=16, dr_ratio=0.0, sgate=True))
+        image_size=32, emb_dim=16, z_dim=16, lstm_dim=16, dr_ratio=0.0, use_sentinel=True))
     (data_folder / "models").mkdir()
     saving.save_model(model, str(data_folder / "models" / "model_best.keras"))
     return data_folder, model, data

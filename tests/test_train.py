@@ -51,7 +51,7 @@ def test_both_stages_run_the_loss_falls_and_checkpoints_load(data_folder):
     assert len(epoch_named) == 1 and epoch_named[0].endswith(".keras")
     tuned = load_model(str(data_folder / "models" / "model_cnntrain_best.keras"))
     before = load_model(str(data_folder / "models" / "model_best.keras"))
-    assert tuned.config.sgate and tuned.config.num_regions == 64
+    assert tuned.config.use_sentinel and tuned.config.num_regions == 64
     weights_only = Captioner(before.config, load_encoder_weights=False)
     weights_only.load_weights(str(data_folder / "models" / "model_best.weights.h5"))
     for a, b in zip(weights_only.get_weights(), before.get_weights()):

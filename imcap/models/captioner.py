@@ -26,7 +26,7 @@ class Captioner(keras.Model):
     LSTM never sees the attention context, so all T steps of attention and output run at once
     after it. AdaptiveAttention gives h_z + c_hat_t, then the seed's MLP tanh(W_m .) and the
     vocabulary logits (float32). ``attention=False`` is the seed's ``--lstm`` baseline: logits
-    straight from h_t. The sentinel gate exists only with ``sgate`` (and attention).
+    straight from h_t. The sentinel gate exists only with ``use_sentinel`` (and attention).
 
     This is the seed's final model (imcap_keras 796b65a, ``model.py``): the seed concatenates
     [v_g ; w_t], here [w_t ; v_g], the same model with the LSTM kernel's rows in another order.
@@ -85,11 +85,11 @@ class Captioner(keras.Model):
             # effect (Keras 1 ignored dropout_W on that path); one recurrent mask per gate
             self.lstm = SentinelLSTM(config.lstm_dim, dropout=0.0,
                                      recurrent_dropout=config.dr_ratio,
-                                     use_sentinel=config.sgate and config.attention, name="hs")
+                                     use_sentinel=config.use_sentinel and config.attention, name="hs")
             self.attention = None
             if config.attention:
                 self.attention = AdaptiveAttention(
-                    config.z_dim, config.emb_dim, use_sentinel=config.sgate,
+                    config.z_dim, config.emb_dim, use_sentinel=config.use_sentinel,
                     dropout=dropout_rate, sentinel_dropout=config.sent_dropout, name="attention")
                 self.mlp = keras.layers.Dense(config.emb_dim, activation="tanh", name="mlp")
             self.logits = keras.layers.Dense(config.vocabulary.size, name="logits")
@@ -225,7 +225,7 @@ class Captioner(keras.Model):
             weights = weights[:, 0]
             num_regions = self.config.num_regions
             alpha = weights[:, :num_regions]
-            if self.config.sgate:
+            if self.config.use_sentinel:
                 beta = weights[:, num_regions]
         return log_probabilities, state, alpha, beta
 

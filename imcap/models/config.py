@@ -33,7 +33,7 @@ class CaptionerConfig:
         dropout_layers: the seed's ``--dr``: dropout at rate ``dr_ratio`` after the image
             projections, the word embedding, the LSTM input, inside the attention and after the
             output MLP.
-        sgate: adaptive attention with the visual sentinel (``--sgate``).
+        use_sentinel: adaptive attention with the visual sentinel (the seed's ``--sgate``).
         attention: spatial attention (``False`` is the seed's ``--lstm`` baseline).
         sent_dropout: fraction of training captions whose sentinel is switched off.
         position_embedding: add a learned position embedding to the region features.
@@ -61,7 +61,7 @@ class CaptionerConfig:
     lstm_dim: int = 512
     dr_ratio: float = 0.5
     dropout_layers: bool = False
-    sgate: bool = False
+    use_sentinel: bool = False
     attention: bool = True
     sent_dropout: float = 0.0
     position_embedding: bool = False
@@ -92,9 +92,9 @@ class CaptionerConfig:
         for name in ("dr_ratio", "sent_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
-        if self.sent_dropout and not (self.sgate and self.attention):
-            raise ValueError("sent_dropout needs the sentinel: set sgate (and not the --lstm "
-                             "baseline).")
+        if self.sent_dropout and not (self.use_sentinel and self.attention):
+            raise ValueError("sent_dropout needs the sentinel: use_sentinel (--sgate), and not "
+                             "the --lstm baseline.")
         if not self.input_images and not (self.num_regions and self.feature_dim):
             raise ValueError("a captioner on precomputed features needs num_regions and "
                              "feature_dim.")
@@ -108,6 +108,8 @@ class CaptionerConfig:
     def from_dict(cls, values):
         values = dict(values)
         legacy_statistics(values)
+        if "sgate" in values:  # its name until the flag and the layers' name were one
+            values["use_sentinel"] = values.pop("sgate")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -42,9 +42,14 @@ from imcap.data.loader import CaptionData
 log = logging.getLogger("imcap.train")
 
 # the model settings a resumed run must repeat: they shape the network and its training
-ARCHITECTURE = ("cnn", "cnn_layer", "image_size", "emb_dim", "z_dim", "lstm_dim", "sgate",
+ARCHITECTURE = ("cnn", "cnn_layer", "image_size", "emb_dim", "z_dim", "lstm_dim", "use_sentinel",
                 "attention", "dropout_layers", "dr_ratio", "sent_dropout",
                 "position_embedding", "standardize", "dtype_policy")
+
+# their flags, where the names differ
+FLAGS = {"image_size": "-imsize", "use_sentinel": "--sgate", "attention": "--lstm",
+         "dropout_layers": "--dr", "position_embedding": "--position_embedding",
+         "dtype_policy": "-dtype / --mixed_precision"}
 
 
 class Trainer:
@@ -201,8 +206,10 @@ class Trainer:
         for name in ARCHITECTURE:
             stored, given = getattr(model.config, name), getattr(wanted, name)
             if stored != given:
-                raise DataError(f"--resume: checkpoint {path} has {name} {stored!r} but the "
-                                f"flags give {given!r}; repeat the flags of the interrupted run")
+                flag = FLAGS.get(name, f"-{name}")
+                raise DataError(f"--resume: checkpoint {path} has {name} {stored!r} ({flag}) but "
+                                f"the flags give {given!r}; repeat the flags of the interrupted "
+                                f"run")
 
     def feature_cache(self, model):
         return features.cache_features(model.encoder, model.config.cnn, self.h5_path,
