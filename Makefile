@@ -22,7 +22,7 @@ demo: venv
 	$(PY) -m imcap.demo --out $(DEMO)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
