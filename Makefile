@@ -21,8 +21,10 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m imcap.demo --out $(DEMO)
 
+# both cores (pytest-xdist): most of the suite's time is single-threaded graph tracing and
+# process start-up; -n 0 runs it in one process
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

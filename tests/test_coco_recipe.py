@@ -67,10 +67,19 @@ def test_the_readme_coco_recipe_runs_as_written(tmp_path):
     for stage, epochs in (("frozen", 2), ("finetune", 1)):
         assert stages[stage]["done"] and stages[stage]["epochs_done"] == epochs
         assert [h["epoch"] for h in stages[stage]["history"]] == list(range(1, epochs + 1))
-    log = (data / "logs" / "model.log").read_text()
-    for line in ("stage frozen epoch 1/2: loss", "stage frozen epoch 2/2: loss",
-                 "stage finetune epoch 1/1: loss"):
-        assert line in log
+    log_file = data / "logs" / "model.log"
+    log = log_file.read_text()
+    epoch = r"stage {} epoch {}: loss [0-9.]+, val CIDEr [0-9.]+( \(best\))?, [0-9]+ s"
+    for stage, epoch_of in (("frozen", "1/2"), ("frozen", "2/2"), ("finetune", "1/1")):
+        line = epoch.format(stage, epoch_of)
+        assert re.search(line, log) and re.search(line, done.stdout), line  # log and terminal
+    # the seed's `python train.py --sgate` from imcap/: the log's path and one line per epoch in
+    # the terminal, no TensorFlow start-up noise, no Keras progress lines
+    assert f"logging to {log_file}" in done.stdout
+    assert "stage frozen: 2 epochs" in done.stdout
+    for noise in ("absl::InitializeLog", "cuInit", "cudart_stub", "Epoch 1/2"):
+        assert noise not in done.stdout + done.stderr, noise
+    assert (data / "logs" / "tensorboard" / "model_frozen").is_dir()
     results = {}
     for method in ("greedy", "beam3"):
         with open(data / "results" / f"model_cnntrain_best_test_{method}.json") as f:

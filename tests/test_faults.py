@@ -59,33 +59,46 @@ def straight(shapes_prepro, tmp_path_factory):
     return read_state(folder)["stages"]["frozen"], folder
 
 
-# point, count, steps trained when killed (3 per epoch)
+# one run killed at each point in turn, each kill resumed by the next (3 steps per epoch, a
+# checkpoint every 2): point, its count within that process, steps trained when killed
 KILLS = [
     ("step", STEPS + 1, STEPS + 1),  # in epoch 2, after its first step
-    ("validation", 2, 2 * STEPS),  # validating epoch 2
-    ("checkpoint", 4, 2 * STEPS),  # writing epoch 2's end-of-epoch checkpoint (1: step 2, 2: end
-    #                                of epoch 1, 3: step 2 of epoch 2)
-    ("state", 3, STEPS + EVERY),  # writing the state after step 2 of epoch 2
+    ("state", 1, STEPS + EVERY),  # writing the state after step 2 of epoch 2 (the first write
+    #                               of the resumed run): the state of epoch 1's end stays
+    ("checkpoint", 2, 2 * STEPS),  # writing epoch 2's end-of-epoch checkpoint (1: its step 2)
+    ("validation", 1, 2 * STEPS),  # validating epoch 2
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("point,count,trained", KILLS, ids=[k[0] for k in KILLS])
-def test_kill_9_then_resume_ends_like_an_uninterrupted_run(point, count, trained, straight,
-                                                           shapes_prepro, tmp_path, capsys):
-    reference, _ = straight
-    folder = copy_train_data(shapes_prepro, tmp_path / "run")
-    killed(point, count, "train", ["-data_folder", str(folder)] + FLAGS)
+def assert_killed_cleanly(folder, trained):
+    """After a kill: every file that looks complete loads, the state names files that exist,
+    and at most one checkpoint interval is lost. Returns the state of the stage."""
     models = folder / "models"
-    # nothing that looks complete is half-written: every file without "partial" in its name
-    # loads, and the state names files that exist
     state = read_state(folder)["stages"]["frozen"]
     for name in os.listdir(models):
         if name.endswith(".keras") and ".partial" not in name:
             saving.load_model(str(models / name), compile=False)
     assert os.path.isfile(state["last_path"]) and os.path.isfile(state["optimizer_path"])
     saved = state["epochs_done"] * STEPS + state.get("steps_done", 0)
-    assert 0 <= trained - saved <= EVERY, (trained, saved)  # at most one interval lost
+    assert 0 <= trained - saved <= EVERY, (trained, saved)
+    return state
+
+
+@pytest.mark.slow
+def test_kill_9_at_each_point_then_resume_ends_like_an_uninterrupted_run(straight, shapes_prepro,
+                                                                         tmp_path, capsys):
+    """kill -9 in the middle of a step, while the state and a checkpoint are written and while
+    validating, each resumed by the next run (a resume that went wrong shows at the end): the
+    last --resume ends where the uninterrupted run did, losses and weights."""
+    reference, _ = straight
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    state = None
+    for point, count, trained in KILLS:
+        resume = ["--resume"] if state is not None else []
+        output = killed(point, count, "train", ["-data_folder", str(folder)] + FLAGS + resume)
+        if state is not None:
+            assert f"resuming stage frozen after epoch {state['epochs_done']}" in output, point
+        state = assert_killed_cleanly(folder, trained)
 
     capsys.readouterr()
     train.main(["-data_folder", str(folder), "--resume"] + FLAGS)
@@ -100,7 +113,7 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(point, count, trained
     for x, y in zip(saving.load_model(resumed["last_path"], compile=False).get_weights(),
                     saving.load_model(reference["last_path"], compile=False).get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-5)
-    assert not [name for name in os.listdir(models) if ".partial" in name]
+    assert not [name for name in os.listdir(folder / "models") if ".partial" in name]
 
 
 @pytest.mark.slow
