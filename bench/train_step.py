@@ -31,11 +31,11 @@ from imcap.models.captioner import Captioner  # noqa: E402
 from imcap.models.config import CaptionerConfig  # noqa: E402
 
 
-def make_model(vocab_size, regions, channels, dim, sgate, dtype, jit_compile=False):
+def make_model(vocab_size, regions, channels, dim, use_sentinel, dtype, jit_compile=False):
     vocabulary = ["<start>", "<eos>"] + [f"w{i}" for i in range(vocab_size - 3)]
     config = CaptionerConfig(vocabulary=vocabulary, input_images=False, num_regions=regions,
                              feature_dim=channels, emb_dim=dim, z_dim=dim, lstm_dim=dim,
-                             dr_ratio=0.5, dropout_layers=False, use_sentinel=sgate,
+                             dr_ratio=0.5, dropout_layers=False, use_sentinel=use_sentinel,
                              dtype_policy=dtype)
     model = Captioner(config)
     model.compile(optimizer=keras.optimizers.Adam(5e-4, clipvalue=5.0),
@@ -95,8 +95,8 @@ def measure(step, batch, warmup, repeats):
 
 
 def run(name, dtype, images, captions, regions=49, channels=2048, dim=512, vocab_size=9488,
-        steps=17, sgate=True, jit_compile=False, stepwise=False, warmup=2, repeats=8):
-    model = make_model(vocab_size, regions, channels, dim, sgate, dtype, jit_compile)
+        steps=17, use_sentinel=True, jit_compile=False, stepwise=False, warmup=2, repeats=8):
+    model = make_model(vocab_size, regions, channels, dim, use_sentinel, dtype, jit_compile)
     batch = make_batch(images, captions, regions, channels, steps, vocab_size)
     if stepwise:
         step = stepwise_train_function(model)
@@ -107,7 +107,7 @@ def run(name, dtype, images, captions, regions=49, channels=2048, dim=512, vocab
     rates = [images * captions / t for t in times]
     report(name, dtype, "captions/s", rates, images=images, captions_per_image=captions,
            regions=regions, channels=channels, dim=dim, vocab=vocab_size, steps=steps,
-           sgate=sgate, jit_compile=jit_compile, stepwise=stepwise,
+           use_sentinel=use_sentinel, jit_compile=jit_compile, stepwise=stepwise,
            median_step_s=round(statistics.median(times), 3))
     keras.backend.clear_session()
 

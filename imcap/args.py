@@ -24,6 +24,7 @@ import sys
 if __name__ == "__main__" and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from imcap.models.backbones import BACKBONES  # noqa: E402
 from imcap.models.config import CNN_NAMES, DTYPE_POLICIES  # noqa: E402
 from imcap.utils.cli import ArgumentParser  # noqa: E402
 
@@ -32,7 +33,7 @@ FALSE_WORDS = {"false", "0", "no", "n", "off"}
 # the flags test.py reads (its --help lists only these)
 TEST_FLAGS = ("model_name", "h5file", "json_file", "model_file", "data_folder", "seqlen", "seed",
               "bs", "bsize", "temperature", "length_penalty", "split", "results_file",
-              "save_attention", "cnn_train")
+              "save_attention", "cnn_train", "features")
 METRICS = ["loss", "CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "ROUGE_L", "METEOR"]
 
 
@@ -122,7 +123,8 @@ def get_parser(prog=None):
                        "and tmp/ are written there, created when missing")
 
     parser.option("cnn", default="resnet", choices=CNN_NAMES,
-                  help="CNN encoder")
+                  help="CNN encoder (README, Backbones): " + "; ".join(
+                      f"{name} = {entry.description}" for name, entry in BACKBONES.items()))
     parser.option("cnn_weights", default="imagenet",
                   help="'imagenet' (downloaded by Keras into ~/.keras/models on first use), "
                        "'none' (random initialisation) or a local weights file (without "
@@ -150,8 +152,9 @@ def get_parser(prog=None):
     parser.option("dr_ratio", default=0.5, type=probability,
                   help="LSTM recurrent dropout (one mask per gate, as the seed's; the seed's LSTM input "
                        "dropout never took effect and is not applied); also the rate of --dr")
-    parser.option("finetune_start_layer", default=6, type=non_negative(int),
-                  help="first CNN layer that fine-tuning trains (the stem below stays frozen)")
+    parser.option("finetune_start_layer", default=None, type=non_negative(int),
+                  help="first CNN layer that fine-tuning trains, the stem below stays frozen "
+                       "(default: the backbone's, e.g. 6 for the ResNets)")
     parser.option("nfilters", default=None, type=positive(int),
                   help="unused by the seed: follows from -cnn/-cnn_layer; if given it must match")
     parser.option("convsize", default=None, type=positive(int),
@@ -237,6 +240,10 @@ def get_parser(prog=None):
     parser.switch("precompute_feats", "precompute_feats",
                   help="stage 1: run the frozen CNN once over all images into a float16 feature "
                        "cache (DATA_FOLDER/tmp) and train the decoder from it")
+    parser.option("features", default=None,
+                  help="precomputed region features instead of images: a features file (HDF5: "
+                       "features, image_ids, optional num_regions) or a folder of "
+                       "{image_id}.npz / .npy (see README); train.py then runs stage 1 only")
     parser.option("ckpt_every", default=0, type=non_negative(int),
                   help="also checkpoint every this many training steps (0: after each epoch "
                        "only); --resume loses at most that much work")

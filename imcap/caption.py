@@ -126,7 +126,8 @@ def main(argv=None):
         paths = expand_images(args.images)
         model = saving.load_model(args.model_file, compile=False)
         if model.encoder is None:
-            raise DataError(f"checkpoint {args.model_file} takes features, not images")
+            raise DataError(f"checkpoint {args.model_file} takes precomputed features, not "
+                            f"images: caption its features with test.py -features PATH")
         decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen)
         if args.att_dir:
             os.makedirs(args.att_dir, exist_ok=True)

@@ -56,8 +56,8 @@ def export(model_file, out_dir, beam_size=1, max_length=None):
     """Writes the SavedModel to ``out_dir`` (through ``out_dir.partial``); returns ``out_dir``."""
     model = saving.load_model(model_file, compile=False)
     if model.encoder is None:
-        raise DataError(f"checkpoint {model_file} takes features, not images: export the "
-                        f"captioner checkpoint train.py writes")
+        raise DataError(f"checkpoint {model_file} takes precomputed features, not images: "
+                        f"the export captions image bytes, so it needs a captioner with its CNN")
     decoder = decoding.make_decoder(model, beam_size, max_length=max_length)
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -5,7 +5,9 @@ Loads ``-model_file`` (default: ``DATA_FOLDER/models/MODEL_best.keras``, or
 ``MODEL_cnntrain_best.keras`` with ``--cnntrain``), rebuilt from the config inside the
 checkpoint, and decodes ``-split`` (default test) of the preprocessed data in batches of
 ``-bs`` images: greedy, beam search with ``-bsize K`` (``-length_penalty``), or sampling with
-``-temperature T``; at most ``-seqlen`` words with ``<start>`` and ``<eos>``. Writes a COCO result
+``-temperature T``; at most ``-seqlen`` words with ``<start>`` and ``<eos>``. With ``-features
+PATH`` it reads the split's precomputed region features instead of its images (a features file
+or folder, ``imcap.data.region_features``). Writes a COCO result
 JSON ``[{"image_id", "caption"}]`` (atomically) under ``results/``, and prints captions/s and
 the command that scores it.
 """
@@ -43,29 +45,44 @@ def method_name(args):
     return f"beam{args.bsize}" if args.bsize > 1 else "greedy"
 
 
-def make_decoder(model, args):
+def make_decoder(model, args, from_features=False):
     """The decoder the flags ask for (-temperature, -bsize, -seqlen, -length_penalty)."""
     from imcap import decoding
     return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
-                                 args.length_penalty, args.seed)
+                                 args.length_penalty, args.seed, from_features)
+
+
+def split_data(model, args, h5_path, json_path):
+    """The split to caption: its images, or with ``-features`` its precomputed features,
+    padded to the checkpoint's regions."""
+    from imcap.data.loader import CaptionData
+    config = model.config
+    if not args.features and model.encoder is None:
+        raise DataError(f"checkpoint {checkpoint_path(args)} takes precomputed features "
+                        f"({config.num_regions} x {config.feature_dim}), not the images of "
+                        f"{h5_path}; pass -features PATH")
+    if not args.features:
+        return CaptionData(h5_path, json_path, args.split)
+    return CaptionData(h5_path, json_path, args.split, with_images=False,
+                       features=args.features, regions=config.num_regions,
+                       num_regions=getattr(config, "variable_regions", False))
 
 
 def run(args):
     from imcap.models import saving
-    from imcap.data.loader import CaptionData
     from imcap.evaluation.attention_file import write_attention
     from imcap.evaluation.captioning import caption_split
     run = run_folder(args)
     json_path, h5_path = run.data_file(args.json_file), run.data_file(args.h5file)
     path = checkpoint_path(args)
     model = saving.load_model(path, compile=False)
-    data = CaptionData(h5_path, json_path, args.split)
+    data = split_data(model, args, h5_path, json_path)
     if not len(data):
         raise DataError(f"{json_path}: the {args.split} split has no images")
     saving.check_data_matches(model, data, path)
     results_file = args.results_file or run.result(path, args.split, method_name(args))
     prepare_output(results_file)  # fail before the work if it cannot be written
-    decoder = make_decoder(model, args)
+    decoder = make_decoder(model, args, from_features=bool(args.features))
     results, attention, seconds = caption_split(decoder, data, args.bs, args.save_attention)
     write_json_atomic(results_file, results)
     logging.getLogger("imcap.test").info("wrote %s", results_file)

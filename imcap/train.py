@@ -39,8 +39,10 @@ def training_config(args):
     optimizer = OptimizerConfig(
         name=args.optim, beta_1=args.alpha, beta_2=args.beta, clip=args.clip, decay=args.decay,
         accumulation=args.accum, cnn_multiplier=args.lrmult_conv if args.lrmults else None)
+    if args.features and args.cnn_train:
+        raise ValueError("--cnntrain fine-tunes the CNN, and with -features there is none")
     stages = ("finetune",) if args.cnn_train else ("frozen",) + (
-        ("finetune",) if args.ftnepochs else ())
+        ("finetune",) if args.ftnepochs and not args.features else ())
     return TrainingConfig(
         folder=args.data_folder, json_file=args.json_file, h5file=args.h5file,
         model_name=args.model_name, model=model, expected_vocab_size=args.vocab_size,
@@ -49,7 +51,7 @@ def training_config(args):
         finetune_learning_rate=args.ftlr, optimizer=optimizer,
         finetune_start_layer=args.finetune_start_layer, start_from=args.model_file,
         resume=args.resume, batch_size=args.bs, captions_per_image=args.seq_per_img,
-        cache_features=args.precompute_feats,
+        cache_features=args.precompute_feats, features=args.features,
         checkpoint_every=args.ckpt_every, metric=args.es_metric, patience=args.pat,
         teacher_forced=args.es_prev_words == "gt", max_length=args.seqlen, seed=args.seed,
         strategy=args.strategy)
@@ -119,10 +121,10 @@ def main(argv=None):
     tf = start_tensorflow()
 
     import keras
-    from imcap.training.distribute import make_strategy
+    from imcap.training.distribute import make_strategy, output_folder
     from imcap.training.run_folder import RunFolder
     from imcap.training.store import TrainingError
-    from imcap.training.trainer import Trainer, output_folder
+    from imcap.training.trainer import Trainer
 
     trainer = None
     try:
@@ -136,6 +138,9 @@ def main(argv=None):
             if log_path:
                 log.info("train: logging to %s", log_path)
             keras.utils.set_random_seed(config.seed)
+            if args.features and args.ftnepochs:
+                log.info("train: -features: no CNN to fine-tune, stage 2 (-ftnepochs %d) is "
+                         "skipped", args.ftnepochs)
             trainer = Trainer(config, run, strategy)
             state = trainer.run()
     except tf.errors.ResourceExhaustedError as e:

@@ -17,7 +17,7 @@ SEED_DEFAULTS = {
     "model_name": "model", "h5file": "cocotalk_challenge.h5",
     "json_file": "cocotalk_challenge.json", "model_file": None,
     "cnn": "resnet", "imsize": 256, "n_caps": 5, "seqlen": 18, "lstm_dim": 512, "emb_dim": 512,
-    "z_dim": 512, "dr_ratio": 0.5, "finetune_start_layer": 6, "seed": 123, "bs": 32,
+    "z_dim": 512, "dr_ratio": 0.5, "finetune_start_layer": None, "seed": 123, "bs": 32,
     "optim": "adam", "alpha": 0.9, "beta": 0.999, "lr": 5e-4, "lrmult_conv": 0.001,
     "ftlr": 1e-5, "decay": 0.0, "clip": 5.0, "nepochs": 20, "ftnepochs": 30, "pat": 5,
     "workers": 2, "es_prev_words": "gen", "es_metric": "CIDEr", "bsize": 1,

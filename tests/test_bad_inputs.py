@@ -141,6 +141,36 @@ class World:
             path.write_text(json.dumps(edit_json(json.loads(path.read_text()))))
         return ["-data_folder", str(folder)]
 
+    # -features: a features file or folder for the tiny set (4 regions x 6 channels)
+    def image_ids(self, split=None):
+        with open(os.path.join(self.shared["data_folder"], "data",
+                               "cocotalk_challenge.json")) as f:
+            return [image["id"] for image in json.load(f)["images"]
+                    if split is None or image["split"] == split]
+
+    def features_file(self, edit=None):
+        ids = self.image_ids()
+        values = {"features": np.random.default_rng(0).random((len(ids), 4, 6), np.float32),
+                  "image_ids": np.array(ids, np.int64),
+                  "num_regions": np.full(len(ids), 4, np.int32)}
+        if edit:
+            edit(values, self)
+        path = self.path("feats.h5")
+        with h5py.File(path, "w") as f:
+            for name, value in values.items():
+                f[name] = value
+        return ["-features", path]
+
+    def features_folder(self, arrays):
+        folder = self.root / "feats"
+        folder.mkdir()
+        for name, array in arrays.items():
+            if name.endswith(".npz"):
+                np.savez(folder / name, **array)
+            else:
+                np.save(folder / name, array)
+        return ["-features", str(folder)]
+
     def interrupted_run(self):
         """The state of a run interrupted after one epoch, its last checkpoint the tiny model."""
         models = self.root / "run" / "models"
@@ -200,6 +230,28 @@ def no_end_word(info):
 def one_image_less(info):
     info["images"] = info["images"][:-1]
     return info
+
+
+def without_first_train_image(values, world):
+    keep = values["image_ids"] != world.image_ids("train")[0]
+    values.update({name: value[keep] for name, value in values.items()})
+
+
+def nan_in_first_test_image(values, world):
+    row = values["image_ids"].tolist().index(world.image_ids("test")[0])
+    values["features"][row, 1, 2] = np.inf
+
+
+def first_image_without_regions(values, world):
+    values["num_regions"][0] = 0
+
+
+def ids_of_another_dataset(values, world):
+    values["image_ids"] += 10 ** 6
+
+
+def other_channels(values, world):
+    values["features"] = values["features"][:, :, :5]
 
 
 def lambda_checkpoint(world):
@@ -316,7 +368,41 @@ CASES = [
     Case("resume_without_state", "train", "--resume where nothing was trained",
          lambda w: w.data_folder() + TINY + ["--resume"],
          ["no training state to resume from", "model_state.json"]),
+    Case("features_missing_an_image", "train", "-features without an image of the train split",
+         lambda w: w.data_folder() + w.features_file(without_first_train_image) + TINY,
+         ["features file", "feats.h5: image", "of the train split", "is missing"]),
+    Case("features_ids_match_nothing", "train", "-features whose ids are another dataset's",
+         lambda w: w.data_folder() + w.features_file(ids_of_another_dataset) + TINY,
+         ["feats.h5: none of its image ids (100", "'id's of prepro_coco.py's JSON"]),
+    Case("features_zero_regions", "train", "-features with a row of zero regions",
+         lambda w: w.data_folder() + w.features_file(first_image_without_regions) + TINY,
+         ["feats.h5: 'num_regions' of image", "is 0, expected 1 to 4"]),
+    Case("features_npz_without_feat", "train", "an .npz without the array 'feat'",
+         lambda w: w.data_folder() + w.features_folder({"1.npz": {"x": np.ones((2, 6))}})
+         + TINY, ["1.npz: no array 'feat' (it holds x)"]),
+    Case("features_npz_object_array", "train", "an .npz whose 'feat' is an object array",
+         lambda w: w.data_folder() + w.features_folder(
+             {"1.npz": {"feat": np.array([None, 1], dtype=object)}}) + TINY,
+         ["1.npz: 'feat' is an object array", "never unpickled"]),
+    Case("features_folder_empty", "train", "an empty features folder",
+         lambda w: w.data_folder() + w.features_folder({}) + TINY,
+         ["features folder", "holds no {image_id}.npz or {image_id}.npy files"]),
+    Case("features_with_cnntrain", "train", "--cnntrain with -features",
+         lambda w: w.data_folder() + w.features_file() + TINY + ["--cnntrain"],
+         ["--cnntrain fine-tunes the CNN, and with -features there is none"]),
     # test.py
+    Case("features_not_finite", "test", "-features with an infinite value in a test image",
+         lambda w: w.data_folder() + w.features_file(nan_in_first_test_image)
+         + ["-model_file", w.shared["features_model"]],
+         ["feats.h5: image", "has NaN or infinite values"]),
+    Case("features_other_channels", "test", "-features of 5 channels, a checkpoint of 6",
+         lambda w: w.data_folder() + w.features_file(other_channels)
+         + ["-model_file", w.shared["features_model"]],
+         ["features.keras takes features of 4 x 6 (regions x channels)", "has 5 channels"]),
+    Case("features_checkpoint_on_images", "test", "a checkpoint on features, without -features",
+         lambda w: w.data_folder() + ["-model_file", w.shared["features_model"]],
+         ["features.keras takes precomputed features (4 x 6), not the images of",
+          "pass -features PATH"]),
     Case("checkpoint_other_vocabulary", "test", "a checkpoint built for another vocabulary",
          lambda w: w.data_folder() + ["-model_file", w.shared["other_vocab_model"]],
          ["other_vocab.keras", "another vocabulary"]),
@@ -399,11 +485,14 @@ def make_shared(shapes_prepro, root):
     models = {"model": config,
               "other_vocab_model": config.replace(
                   vocabulary=list(vocabulary.words[:-1]) + ["zebra"]),
-              "big_model": config.replace(image_size=64)}
+              "big_model": config.replace(image_size=64),
+              "features_model": config.replace(input_images=False, num_regions=4,
+                                               feature_dim=6)}
     shared = {"data_folder": str(folder),
               "test_gt": str(folder / "data" / "cocotalk_challenge_test_gt.json")}
     for key, model_config in models.items():
-        name = {"model": "tiny", "other_vocab_model": "other_vocab", "big_model": "big"}[key]
+        name = {"model": "tiny", "other_vocab_model": "other_vocab", "big_model": "big",
+                "features_model": "features"}[key]
         shared[key] = str(root / f"{name}.keras")
         saving.save_model(Captioner(model_config), shared[key])
     return shared

@@ -13,6 +13,7 @@ from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
 from imcap.decoding import BeamSearchDecoder, GreedyDecoder, SamplingDecoder, make_decoder
 from imcap.data.vocabulary import Vocabulary
+from tests.conftest import sharpen_logits
 
 VOCAB = ["<start>", "a", "red", "blue", "circle", "square", "<eos>", "UNK"]
 START, END = 1, 7
@@ -23,14 +24,7 @@ def random_captioner(use_sentinel=True, seed=0):
     model = Captioner(CaptionerConfig(vocabulary=VOCAB, input_images=False, num_regions=6,
                                       feature_dim=10, emb_dim=8, z_dim=9, lstm_dim=7,
                                       dr_ratio=0.0, use_sentinel=use_sentinel))
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:  # sharper, varied word distributions and caption lengths
-        if weight.path.startswith("logits/"):
-            value = rng.normal(size=weight.shape) * 2.0
-            if weight.path.endswith("bias"):
-                value[END] += 1.0
-            weight.assign(value)
-    return model
+    return sharpen_logits(model, seed, END)
 
 
 def features(batch=12, seed=0):

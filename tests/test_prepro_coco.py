@@ -428,3 +428,31 @@ def test_command_line_entry_points(tmp_path, how):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("prepro_coco: error: image ")
     assert "img/1.png" in bad.stderr and "file is empty" in bad.stderr
+
+
+def test_the_vocabulary_from_every_split_or_from_training_only(tmp_path):
+    """The seed counts every split's captions; --vocab_from train leaves words only val and
+    test captions hold out (they become UNK), as a vocabulary that never sees the test set."""
+    images = [{"filename": f"{i}.jpg", "imgid": i, "split": split,
+               "sentences": [{"raw": caption}]}
+              for i, (split, caption) in enumerate([("train", "a dog runs"),
+                                                    ("train", "a cat runs"),
+                                                    ("val", "a zebra runs"),
+                                                    ("test", "a dog sleeps")])]
+    karpathy = tmp_path / "dataset_flickr8k.json"
+    karpathy.write_text(json.dumps({"dataset": "flickr8k", "images": images}))
+    common = ["--karpathy_json", karpathy, "--no_images", "--word_count_threshold", 0]
+    run(common + ["--output_json", tmp_path / "d.json", "--output_h5", tmp_path / "d.h5"])
+    _, info = read_outputs(tmp_path)
+    markers = ["<eos>", "<start>"]
+    assert sorted(info["ix_to_word"].values()) == markers + ["a", "cat", "dog", "runs", "sleeps",
+                                                             "zebra"]
+    run(common + ["--vocab_from", "train", "--output_json", tmp_path / "d.json",
+                  "--output_h5", tmp_path / "d.h5"])
+    arrays, info = read_outputs(tmp_path)
+    words = info["ix_to_word"]
+    assert sorted(words.values()) == markers + ["UNK", "a", "cat", "dog", "runs"]
+    test_row = [im["split"] for im in info["images"]].index("test")
+    start = arrays["label_start_ix"][test_row] - 1
+    caption = [words[str(w)] for w in arrays["labels"][start] if w]
+    assert caption == ["<start>", "a", "dog", "UNK", "<eos>"]

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -117,9 +118,14 @@ def test_feature_cache_gives_the_numbers_of_images(data_folder, tmp_path):
     js = str(data_folder / "data" / "cocotalk_challenge.json")
     cache = features.cache_features(model.encoder, "resnet", h5, str(tmp_path / "c.h5"))
     x_images = next(iter(CaptionData(h5, js, "val").dataset(4, RESNET, training=False)))[0]
-    x_cached = next(iter(CaptionData(h5, js, "val", features_path=cache).dataset(
+    x_cached = next(iter(CaptionData(h5, js, "val", features=cache).dataset(
         4, training=False)))[0]
+    assert set(x_cached) == {"features", "words"}  # every image has K regions
     np.testing.assert_allclose(model.features_model()(x_cached), model(x_images), atol=1e-2)
+    # the cache is a features file: each row's image id from the JSON, the extractor named
+    with h5py.File(cache, "r") as f, open(js) as j:
+        assert f["image_ids"][()].tolist() == [image["id"] for image in json.load(j)["images"]]
+        assert f.attrs["backbone"] == "resnet" and f.attrs["image_size"] == 32
 
 
 def test_standardized_features_store_their_statistics(data_folder):
@@ -135,7 +141,7 @@ def test_standardized_features_store_their_statistics(data_folder):
     cache = str(data_folder / "tmp" / "model_features.h5")
     split = CaptionData(str(data_folder / "data" / "cocotalk_challenge.h5"),
                         str(data_folder / "data" / "cocotalk_challenge.json"), "train")
-    scale, center = feature_statistics(features.read_split_features(cache, split.positions),
+    scale, center = feature_statistics(features.read_split_features(cache, split.image_ids),
                                        center=True)
     np.testing.assert_allclose(layer.scale, scale, rtol=1e-5)
     np.testing.assert_allclose(layer.mean, center, rtol=1e-5, atol=1e-6)
@@ -213,30 +219,6 @@ def test_accumulated_gradients_equal_the_large_batch(shapes_prepro):
     for a, b in zip(results[0], Captioner(model.config).get_weights()):
         changed += not np.allclose(a, b)
     assert changed > 0  # the update really happened
-
-
-def test_the_seeds_readme_command(data_folder):
-    """`python train.py --sgate` from imcap/, as the seed's README says (the console scripts
-    run the same ``main``: ``test_every_console_script_answers_help``)."""
-    import subprocess
-    import sys
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command, cwd = [sys.executable, "train.py"], os.path.join(repo, "imcap")
-    flags = ["-data_folder", str(data_folder), "-nepochs", "1", "-ftnepochs", "0",
-             "-es_metric", "loss"] + [f for f in TINY if f != "--log_term"]
-    done = subprocess.run(command + flags, cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "stage frozen: 1 epochs" in done.stdout
-    log_file = data_folder / "logs" / "model.log"
-    epoch_line = r"stage frozen epoch 1/1: loss [0-9.]+, val loss [0-9.]+ \(best\), [0-9]+ s"
-    assert re.search(epoch_line, log_file.read_text())
-    # the terminal: the log's path and one line per epoch; no TensorFlow start-up noise
-    assert f"logging to {log_file}" in done.stdout
-    assert re.search(epoch_line, done.stdout)
-    for noise in ("absl::InitializeLog", "cuInit", "cudart_stub", "Epoch 1/1"):
-        assert noise not in done.stdout + done.stderr
-    assert (data_folder / "logs" / "tensorboard" / "model_frozen").is_dir()
 
 
 def test_every_console_script_answers_help():

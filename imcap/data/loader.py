@@ -5,7 +5,8 @@ into (S, S, 3) and preprocessed for the encoder; captions are held in memory. Ea
 batch of ``B`` images with ``N = seq_per_img`` captions each::
 
     x = {"images": (B, S, S, 3) float32, "words": (B, N, T - 1) int32}   previous words
-        (or {"features": (B, K, D) float32, ...} from a feature cache)
+        (or {"features": (B, K, D) float32, ...} from precomputed features, with
+        "num_regions": (B,) int32 when images have different region counts)
     y = (B, N, T - 1) int32                                              the caption shifted by one
     sample_weight = (B, N, T - 1) float32                                1 on words, 0 on padding
 
@@ -16,11 +17,15 @@ Evaluation keeps the stored order, takes the first ``N`` captions, and appends t
 ``(x, y, sample_weight, image_ids)``. The last partial batch is always kept.
 """
 
+import contextlib
+import re
+
 import h5py
 import numpy as np
 import tensorflow as tf
 
 from imcap.utils.fileio import DataError, load_json
+from imcap.data.region_features import RegionFeatures, open_region_features
 from imcap.data.vocabulary import Vocabulary
 
 LABEL_FIELDS = ("labels", "label_start_ix", "label_end_ix", "label_length")
@@ -34,15 +39,25 @@ class CaptionData:
         json_path: its JSON (``ix_to_word`` and ``images`` with their splits).
         split: ``"train"``, ``"val"``, ``"test"`` (or ``"restval"`` if kept separate).
         with_images: ``False`` for a labels-only HDF5 (``--no_images``).
-        features_path: a feature cache (``imcap.data.features``); the dataset then yields
-            ``{"features": (B, K, D) float32, "words"}`` instead of images.
+        features: precomputed region features of the images, matched by image id: a path
+            (a features file, imcap's feature cache included, or a folder; see
+            ``imcap.data.region_features``) or a ``RegionFeatures``. The dataset then yields
+            ``{"features": (B, K, D) float32, "words"}`` (and ``"num_regions"``, see
+            ``num_regions``) instead of images.
+        num_regions: yield each image's region count as ``x["num_regions"]`` (default: when
+            the features' images have different counts); ``regions``: pad to this K (a
+            model's), default the features' largest count.
     """
 
-    def __init__(self, h5_path, json_path, split, with_images=True, features_path=None):
+    def __init__(self, h5_path, json_path, split, with_images=True, features=None,
+                 num_regions=None, regions=None):
         self.h5_path, self.json_path = h5_path, json_path
         self.split = split
-        self.features_path = features_path
-        self.with_images = with_images and features_path is None
+        if features is not None and not isinstance(features, RegionFeatures):
+            features = open_region_features(features)
+        self.features = features
+        self.features_path = features.path if features is not None else None
+        self.with_images = with_images and features is None
         info = load_json(json_path, "vocabulary json")
         if not isinstance(info, dict) or not isinstance(info.get("ix_to_word"), dict) \
                 or not isinstance(info.get("images"), list):
@@ -62,9 +77,11 @@ class CaptionData:
         self.image_ids = np.array([info["images"][i].get("id", -1) for i in self.positions],
                                   dtype=np.int64)
         self._read_labels(h5_path, json_path, len(splits))
-        self._h5 = self._features = None
-        if features_path is not None:
-            self._check_features(features_path, len(splits))
+        self._h5 = None
+        if features is not None:
+            features.check_images(self.image_ids, json_path, split)
+            self.num_regions = features.variable if num_regions is None else num_regions
+            self.feature_shape = (regions or features.max_regions, features.dim)
 
     def _read_labels(self, h5_path, json_path, num_images):
         try:
@@ -104,25 +121,10 @@ class CaptionData:
         self.label_count = end[self.positions].astype(np.int64) - self.label_start
         self.seq_length = labels.shape[1]
 
-    def _check_features(self, path, num_images):
-        try:
-            with h5py.File(path, "r") as f:
-                if "features" not in f:
-                    raise DataError(f"feature cache {path}: dataset 'features' is missing")
-                shape = f["features"].shape
-        except OSError as e:
-            raise DataError(f"feature cache {path} cannot be read: {e}") from None
-        if len(shape) != 3 or shape[0] != num_images:
-            raise DataError(f"feature cache {path}: 'features' has shape {shape}, expected "
-                            f"({num_images}, K, D) for the images of {self.h5_path}")
-        self.feature_shape = shape[1:]
-
     def read_features(self, split_indices):
-        """(B, K, D) float32 cached features for indices into this split."""
-        if self._features is None:
-            self._features = h5py.File(self.features_path, "r")
-        dataset = self._features["features"]
-        return np.stack([dataset[p] for p in self.positions[split_indices]]).astype(np.float32)
+        """(B, K, D) float32 features and (B,) int32 region counts for indices into this
+        split."""
+        return self.features.read(self.image_ids[split_indices], self.feature_shape[0])
 
     def __len__(self):
         return len(self.positions)
@@ -166,35 +168,41 @@ class CaptionData:
                 epoch=0):
         """The ``tf.data.Dataset`` of one epoch (see the module docstring).
 
-        ``preprocess(images, bgr=True)`` turns a batch of (B, S, S, 3) uint8 images, channels
-        in BGR order, into the encoder's input (``imcap.models.preprocessing.preprocessor``);
-        it is needed for images, not for a feature cache. (The loader flips the channels in
-        NumPy, where it costs almost nothing; ``tf.reverse`` on them is slow on CPU.)
+        ``preprocess(images, bgr=...)`` turns a batch of (B, S, S, 3) uint8 images into the
+        encoder's input (``imcap.models.preprocessing.preprocessor``); it is needed for images,
+        not for features. When it ``wants_bgr`` (caffe preprocessing) the loader flips the
+        channels in NumPy, where it costs almost nothing (``tf.reverse`` is slow on CPU).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if seq_per_img < 1:
             raise ValueError(f"seq_per_img must be at least 1, got {seq_per_img}")
-        if not self.with_images and self.features_path is None:
+        if not self.with_images and self.features is None:
             raise ValueError(f"{self.h5_path} was opened without images")
-        if self.features_path is None and preprocess is None:
+        if self.features is None and preprocess is None:
             raise ValueError("a dataset of images needs the encoder's preprocessing "
                              "(preprocess=imcap.models.preprocessing.preprocessor(cnn))")
         order, rows = self.epoch_plan(seq_per_img, seed, epoch, training)
         captions = self.labels[rows]  # (n, N, T)
         slices = (order, captions) + (() if training else (self.image_ids[order],))
 
-        def read_bgr(indices):
-            return np.ascontiguousarray(self.read_images(indices)[..., ::-1])
+        wants_bgr = getattr(preprocess, "wants_bgr", True)
+
+        def read(indices):  # in the channel order the encoder's preprocessing wants
+            images = self.read_images(indices)
+            return np.ascontiguousarray(images[..., ::-1]) if wants_bgr else images
 
         def load_inputs(indices):
-            if self.features_path is not None:
-                features = tf.numpy_function(self.read_features, [indices], tf.float32)
+            if self.features is not None:
+                features, counts = tf.numpy_function(self.read_features, [indices],
+                                                     (tf.float32, tf.int32))
                 features.set_shape((None,) + tuple(self.feature_shape))
-                return {"features": features}
-            images = tf.numpy_function(read_bgr, [indices], tf.uint8)
+                counts.set_shape((None,))
+                return {"features": features, **({"num_regions": counts}
+                                                  if self.num_regions else {})}
+            images = tf.numpy_function(read, [indices], tf.uint8)
             images.set_shape((None, self.image_size, self.image_size, 3))
-            return {"images": preprocess(images, bgr=True)}
+            return {"images": preprocess(images, bgr=wants_bgr)}
 
         def load(indices, caps, *ids):
             x = dict(load_inputs(indices), words=caps[:, :, :-1])
@@ -210,3 +218,17 @@ class CaptionData:
         options = tf.data.Options()
         options.autotune.enabled = False
         return data.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+@contextlib.contextmanager
+def reading_errors():
+    """Bad input found while ``tf.data`` reads a batch (a ``DataError`` inside
+    ``tf.numpy_function``, such as a NaN feature) reaches the caller as a TensorFlow error; this
+    turns it back into the ``DataError``, one line."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        match = re.search(r"DataError: ([^\n]*)", e.message or "")
+        if match is None:
+            raise
+        raise DataError(match.group(1)) from None

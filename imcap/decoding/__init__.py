@@ -5,7 +5,8 @@ Every decoder runs at most ``max_length - 1`` steps (the caption length of the t
 includes ``<start>``; ``-seqlen``), never emits padding or ``<start>``, stops early once every
 caption has ended, and returns per word the attention over the regions (alpha) and the sentinel
 weight (beta) of the chosen path. ``suppress_eos`` forbids ``<eos>`` (benchmarks use it to run
-every step). A caption has at least one word: ``<eos>`` cannot come first.
+every step). A caption has at least one word: ``<eos>`` cannot come first. A captioner with
+``variable_regions`` takes the count of real regions too: ``decode(features, num_regions=...)``.
 """
 
 

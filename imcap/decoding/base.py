@@ -8,6 +8,14 @@ import tensorflow as tf
 class Decoder:
     """What the decoders share: inputs, banned words, captions from word ids.
 
+    Inputs: a batch of what the model takes (images, or features for a features captioner) or,
+    with ``from_features``, region features (B, K, D). A captioner with ``variable_regions``
+    also needs ``num_regions`` (B,) int, the real regions of each image (at least 1; its
+    features padded to K rows): ``decode(features, num_regions=counts)``, likewise
+    ``graph`` and ``__call__``. Every decoder carries the region mask along with the other
+    encoded tensors (beam search repeats it per beam), and the alpha it returns is exactly 0.0
+    on padded regions.
+
     Args:
         model: a ``Captioner``.
         max_length: caption length with both markers (the seed's ``-seqlen``).
@@ -49,28 +57,43 @@ class Decoder:
                 tf.cast(beta, tf.float32))
 
     def _encode(self, inputs):
+        if isinstance(inputs, dict):  # what _with_counts made
+            return self.model.encode(inputs["inputs"], from_features=self.from_features,
+                                     num_regions=inputs["num_regions"])
         return self.model.encode(inputs, from_features=self.from_features)
+
+    @staticmethod
+    def _with_counts(inputs, num_regions):
+        """The inputs of ``_decode_graph``: ``inputs``, or with ``num_regions`` both in a dict."""
+        return inputs if num_regions is None else {"inputs": inputs, "num_regions": num_regions}
+
+    @staticmethod
+    def _batch_size(inputs):
+        """B, from the inputs of ``_decode_graph``."""
+        return tf.shape(tf.nest.flatten(inputs)[0])[0]
 
     def _arguments(self, inputs, call):
         """The arguments of ``_decode_graph`` for the ``call``-th decode."""
         return (inputs,)
 
-    def graph(self, inputs):
+    def graph(self, inputs, num_regions=None):
         """The decoding as tensors, to call inside another ``tf.function`` (e.g. a serving
         signature): the same dict as ``decode``."""
-        return self._decode_graph(*self._arguments(inputs, 0))
+        return self._decode_graph(*self._arguments(self._with_counts(inputs, num_regions), 0))
 
-    def decode(self, inputs):
-        """A dict of NumPy arrays for a batch of images (or features): ``words`` (B, L) word
-        ids, 0 after ``<eos>``; ``alpha`` (B, L, K); ``beta`` (B, L) (zeros without the
-        sentinel); ``log_prob`` (B,) of each caption (its ``<eos>`` included)."""
+    def decode(self, inputs, num_regions=None):
+        """A dict of NumPy arrays for a batch of images (or features, and their
+        ``num_regions``): ``words`` (B, L) word ids, 0 after ``<eos>``; ``alpha`` (B, L, K);
+        ``beta`` (B, L) (zeros without the sentinel); ``log_prob`` (B,) of each caption (its
+        ``<eos>`` included)."""
         self._calls += 1
-        outputs = self._decode(*self._arguments(inputs, self._calls))
+        outputs = self._decode(*self._arguments(self._with_counts(inputs, num_regions),
+                                                self._calls))
         return {key: value.numpy() for key, value in outputs.items()}
 
-    def __call__(self, inputs):
-        """Word ids (B, L) for a batch of images or features."""
-        return self.decode(inputs)["words"]
+    def __call__(self, inputs, num_regions=None):
+        """Word ids (B, L) for a batch of images or features (and their ``num_regions``)."""
+        return self.decode(inputs, num_regions)["words"]
 
     def to_words(self, ids, keep_end=False):
         """Lists of words for rows of word ids, stopping at ``<eos>`` (kept with ``keep_end``)

@@ -37,7 +37,7 @@ class BeamSearchDecoder(Decoder):
     def _decode_graph(self, inputs):
         model, beams, steps = self.model, self.beam_size, self.steps
         encoded = self._encode(inputs)
-        batch = tf.shape(inputs)[0]
+        batch = self._batch_size(inputs)
         rows = batch * beams
         encoded = {key: tf.repeat(value, beams, axis=0) for key, value in encoded.items()}
         weights = self.model.step_weights()  # once per decode, not per step

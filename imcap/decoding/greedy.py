@@ -18,7 +18,7 @@ class GreedyDecoder(Decoder):
         model = self.model
         encoded = self._encode(inputs)
         weights = self.model.step_weights()  # once per decode, not per step
-        batch = tf.shape(inputs)[0]
+        batch = self._batch_size(inputs)
         steps = self.steps
         words = tf.fill((batch,), tf.constant(self.start_id, tf.int32))
         state = model.initial_state(batch)

@@ -4,7 +4,8 @@ model.py wires it at its final revision (imcap_keras 796b65a, model.py lines 117
 import keras
 from keras import ops
 
-# a logit low enough that softmax gives the sentinel exactly zero weight, in every float type
+# a logit low enough that softmax gives a slot exactly zero weight (a switched-off sentinel, a
+# padded region): the float32 softmax underflows exp(-1e4 - max) to 0.0
 _NEGATIVE = -1e4
 
 
@@ -26,6 +27,11 @@ class AdaptiveAttention(keras.layers.Layer):
     the seed's HEAD (its revision 31526ea had tanh and relu there).
     Without the sentinel the softmax runs over the K regions only (eqs. 6-8).
 
+    With a ``region_mask`` (images with fewer than K real regions, padded), the logits of the
+    padded regions are replaced by a large negative constant before the softmax, so they get
+    exactly zero weight and c_t is the attention over the real regions only; the sentinel slot
+    is always there. Without the sentinel every image needs at least one real region.
+
     Args:
         z_dim: size of the projected regions, h_z and s_z (the seed's ``-z_dim``).
         emb_dim: size of the attention keys (the seed's ``-emb_dim``).
@@ -38,6 +44,8 @@ class AdaptiveAttention(keras.layers.Layer):
     Call arguments:
         inputs: ``[h, regions, keys]`` or, with the sentinel, ``[h, regions, keys, s]``:
             h and s (batch, time, units), regions (batch, K, z_dim), keys (batch, K, emb_dim).
+        region_mask: optional boolean (batch, K), True for the real regions of each image
+            (the same for every step). Not Keras's ``mask`` (which would be over time).
         training: whether the dropouts apply.
 
     Returns:
@@ -80,12 +88,15 @@ class AdaptiveAttention(keras.layers.Layer):
         self.score.build(key_shape[:-1] + (self.emb_dim,))
         self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, region_mask=None, training=None):
         hidden, regions, keys = inputs[:3]
         h_z = self.dropout_layer(self.hidden_linear(hidden), training=training)
         h_e = ops.expand_dims(self.hidden_embed(h_z), 2)  # (batch, time, 1, emb)
         summed = ops.expand_dims(keys, 1) + h_e  # (batch, time, K, emb)
         logits = self.score(ops.tanh(self.dropout_layer(summed, training=training)))[..., 0]
+        if region_mask is not None:
+            real = ops.expand_dims(ops.cast(region_mask, "bool"), 1)  # (batch, 1, K)
+            logits = ops.where(real, ops.cast(logits, "float32"), _NEGATIVE)
         if self.use_sentinel:
             s_z = self.dropout_layer(self.sentinel_linear(inputs[3]), training=training)
             sentinel_key = ops.expand_dims(self.sentinel_embed(s_z), 2)  # (batch, time, 1, emb)
@@ -106,7 +117,7 @@ class AdaptiveAttention(keras.layers.Layer):
             context = context + ops.cast(weights[..., -1:], self.compute_dtype) * s_z
         return h_z + context, weights
 
-    def compute_output_spec(self, inputs, training=None):
+    def compute_output_spec(self, inputs, region_mask=None, training=None):
         hidden, regions = inputs[0], inputs[1]
         slots = None if regions.shape[1] is None else regions.shape[1] + int(self.use_sentinel)
         return (keras.KerasTensor(hidden.shape[:-1] + (self.z_dim,), dtype=self.compute_dtype),

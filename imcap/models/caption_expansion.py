@@ -10,7 +10,8 @@ class CaptionExpansion(keras.layers.Layer):
     N times along the batch axis, so that image-side work runs once per image, not per caption.
 
     Call arguments:
-        inputs: ``[words, *per_image]``: words (batch, N, time) int, and tensors (batch, ...).
+        inputs: ``[words, *per_image]``: words (batch, N, time) int, and tensors (batch, ...)
+            of any dtype (the boolean region mask of ``variable_regions`` too).
 
     Returns:
         ``[words (batch * N, time), *per_image (batch * N, ...)]``, caption-major within each

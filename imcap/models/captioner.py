@@ -15,6 +15,13 @@ from imcap.models.precision import policy_scope
 from imcap.models.sentinel_lstm import SentinelLSTM
 
 
+def region_mask(num_regions, max_regions):
+    """(B, K) boolean, True for the real regions of padded features: the first
+    ``num_regions[b]`` of the K = ``max_regions`` rows of image b."""
+    positions = ops.expand_dims(ops.arange(max_regions, dtype="int32"), 0)  # (1, K)
+    return ops.less(positions, ops.expand_dims(ops.cast(num_regions, "int32"), 1))
+
+
 @keras.saving.register_keras_serializable(package="imcap")
 class Captioner(keras.Model):
     """Images (or precomputed region features) and previous words -> next-word logits.
@@ -36,6 +43,11 @@ class Captioner(keras.Model):
 
     Inputs: ``{"images": (B, S, S, 3)}`` or ``{"features": (B, K, D)}``, and
     ``{"words": (B, N, T)}``, N captions per image (image-side work runs once per image).
+    With ``config.variable_regions`` also ``{"num_regions": (B,) int32}``: image b has
+    ``num_regions[b]`` (at least 1) real regions, the first rows of its ``features``, padded
+    to K; the boolean mask (B, K) ``arange(K) < num_regions`` makes v_g the mean of the real
+    regions and gives the padded ones exactly zero attention, so the logits are those of the
+    image alone with K = ``num_regions[b]``.
     Output: logits (B, N, T, V) float32, where ``words[..., t]`` predicts word t + 1.
 
     Decoding uses ``encode`` once per image, ``initial_state``, then ``step`` per word.
@@ -108,20 +120,26 @@ class Captioner(keras.Model):
                                           name="features")
                 features = image_input
             words = keras.Input((None, None), dtype="int32", name="words")
-            logits = self._logits_graph(features, words)
             inputs = {"images" if config.input_images else "features": image_input,
                       "words": words}
+            mask = None
+            if config.variable_regions:
+                inputs["num_regions"] = keras.Input((), dtype="int32", name="num_regions")
+                mask = region_mask(inputs["num_regions"], config.num_regions)
+            logits = self._logits_graph(features, words, mask)
             super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
         self.config = config
 
-    def _logits_graph(self, features, words):
-        """The teacher-forced graph from region features and (B, N, T) words to logits."""
-        global_vector, regions, keys = self._image_side(features)
-        flat_words, global_vector, regions, keys = self.expand_captions(
-            [words, global_vector, regions, keys])
-        logits, _ = self._caption_side(flat_words, global_vector, regions, keys)
+    def _logits_graph(self, features, words, mask=None):
+        """The teacher-forced graph from region features, (B, N, T) words and the (B, K)
+        region mask (or None) to logits."""
+        global_vector, regions, keys = self._image_side(features, mask)
+        expanded = self.expand_captions(
+            [words, global_vector, regions, keys] + ([] if mask is None else [mask]))
+        logits, _ = self._caption_side(*expanded[:4],
+                                       region_mask=None if mask is None else expanded[4])
         return self.collapse_captions([logits, words])
 
     def features_model(self):
@@ -136,18 +154,20 @@ class Captioner(keras.Model):
         return keras.Model({"features": features, "words": words},
                            self._logits_graph(features, words), name="captioner_on_features")
 
-    def _image_side(self, features, training=None):
-        """v_g (B, emb), regions (B, K, z), keys (B, K, emb): the image-side projections."""
+    def _image_side(self, features, mask=None, training=None):
+        """v_g (B, emb), regions (B, K, z), keys (B, K, emb): the image-side projections; v_g
+        averages the real regions only where a (B, K) ``mask`` is given."""
         if self.standardize is not None:
             features = self.standardize(features)
         if self.position_embedding is not None:
             features = self.position_embedding(features)
-        global_vector = self.dropout(self.global_projection(self.pool(features)),
-                                     training=training)
+        pooled = self.pool(features) if mask is None else self.pool(features, mask=mask)
+        global_vector = self.dropout(self.global_projection(pooled), training=training)
         regions = self.dropout(self.region_projection(features), training=training)
         return global_vector, regions, self.region_keys(regions)
 
-    def _caption_side(self, words, global_vector, regions, keys, training=None):
+    def _caption_side(self, words, global_vector, regions, keys, training=None,
+                      region_mask=None):
         """Logits (B, T, V) and attention weights (B, T, K [+ 1]) or None, for all steps."""
         embedded = self.dropout(self.word_relu(self.word_embedding(words)), training=training)
         if self.drop_lstm_input:
@@ -161,32 +181,45 @@ class Captioner(keras.Model):
         else:
             outputs = self.lstm([embedded, global_vector], training=training)
         hidden, sentinel = outputs[0], outputs[1] if self.lstm.use_sentinel else None
-        return self._output(hidden, sentinel, regions, keys, training)
+        return self._output(hidden, sentinel, regions, keys, training, region_mask)
 
-    def _output(self, hidden, sentinel, regions, keys, training=None):
+    def _output(self, hidden, sentinel, regions, keys, training=None, region_mask=None):
         if self.attention is None:
             return self.logits_float32(self.logits(hidden)), None
         attention_inputs = [hidden, regions, keys]
         if self.attention.use_sentinel:
             attention_inputs.append(sentinel)
-        attended, weights = self.attention(attention_inputs, training=training)
+        masked = {} if region_mask is None else {"region_mask": region_mask}
+        attended, weights = self.attention(attention_inputs, training=training, **masked)
         out = self.dropout(self.mlp(attended), training=training)  # the seed's mlp_in_tanh_dp
         return self.logits_float32(self.logits(out)), weights
 
     # --- decoding ------------------------------------------------------------------------------
 
-    def encode(self, images_or_features, from_features=False):
-        """Image-side tensors for decoding, computed once per image (no dropout).
+    def encode(self, images_or_features, from_features=False, num_regions=None):
+        """Image-side tensors for decoding, computed once per image (no dropout): a dict of
+        (B, ...) tensors, ``region_mask`` (B, K) boolean among them with ``variable_regions``.
 
         Takes what the model takes (images, or features for a features captioner), or region
-        features with ``from_features=True``.
+        features with ``from_features=True``; ``num_regions`` (B,) int, the real regions of
+        each image, exactly when ``config.variable_regions``.
         """
+        if self.config.variable_regions and num_regions is None:
+            raise ValueError("a captioner with variable_regions=True needs num_regions (B,), "
+                             "got None.")
+        if num_regions is not None and not self.config.variable_regions:
+            raise ValueError("num_regions needs a captioner with variable_regions=True, got "
+                             "variable_regions=False.")
         features = images_or_features
         if self.encoder is not None and not from_features:
             features = self.encoder(images_or_features, training=False)
-        global_vector, regions, keys = self._image_side(features, training=False)
-        return {"regions": regions, "keys": keys,
-                "lstm_constant": self.lstm.project_constant(global_vector)}
+        mask = None if num_regions is None else region_mask(num_regions, ops.shape(features)[1])
+        global_vector, regions, keys = self._image_side(features, mask, training=False)
+        encoded = {"regions": regions, "keys": keys,
+                   "lstm_constant": self.lstm.project_constant(global_vector)}
+        if mask is not None:
+            encoded["region_mask"] = mask
+        return encoded
 
     def initial_state(self, batch_size):
         """The zero LSTM state ``[h, m]`` for ``batch_size`` captions."""
@@ -210,7 +243,8 @@ class Captioner(keras.Model):
         Returns:
             ``(log_probabilities (B, V) float32, new state, attention weights alpha (B, K)
             float32 or None, sentinel weight beta (B,) float32 or None)``; alpha is the
-            attention over the regions (summing to 1 - beta with the sentinel).
+            attention over the regions (summing to 1 - beta with the sentinel), exactly 0.0 on
+            padded regions.
         """
         embedded = self.word_relu(self.word_embedding(previous_words))
         hidden, sentinel, state = self.lstm.step(embedded, state, encoded["lstm_constant"],
@@ -218,7 +252,8 @@ class Captioner(keras.Model):
         if sentinel is not None:
             sentinel = ops.expand_dims(sentinel, 1)
         logits, weights = self._output(ops.expand_dims(hidden, 1), sentinel, encoded["regions"],
-                                       encoded["keys"], training=False)
+                                       encoded["keys"], training=False,
+                                       region_mask=encoded.get("region_mask"))
         log_probabilities = ops.log_softmax(logits[:, 0], axis=-1)
         alpha = beta = None
         if weights is not None:

@@ -3,9 +3,10 @@
 import dataclasses
 
 from imcap.data.vocabulary import Vocabulary
+from imcap.models.backbones import BACKBONES
 
 # kept free of Keras imports, so that command-line help and config checks start fast
-CNN_NAMES = ("resnet", "vgg16", "vgg19")
+CNN_NAMES = tuple(BACKBONES)  # backbones.py imports no Keras either
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 STANDARDIZE = ("none", "channel", "position")
 MODEL_VERSION = 2  # 2: the seed's final model (issue 14); 1: before, an earlier revision's
@@ -27,6 +28,13 @@ class CaptionerConfig:
         cnn, cnn_weights, cnn_layer, image_size: the encoder (see ``build_encoder``).
         num_regions, feature_dim: K and D of the region features (filled in from the encoder
             when ``input_images``; required otherwise).
+        variable_regions: each image has its own number of real regions (e.g. bottom-up boxes):
+            its features come padded to K rows with a count ``num_regions`` (a third model
+            input); v_g and the attention use the real regions only. Needs precomputed features
+            (``input_images=False``), and neither a position embedding nor per-position
+            standardisation (a region set has no positions).
+        features_source: where the precomputed features it was trained on came from (the
+            ``-features`` path), for the record; None for a captioner trained on images.
         emb_dim, z_dim, lstm_dim: the seed's ``-emb_dim``, ``-z_dim``, ``-lstm_dim``.
         dr_ratio: the LSTM's recurrent dropout, one mask per gate (the seed's ``-dr_ratio``, always
             on; its input dropout never took effect), and the rate of ``dropout_layers``.
@@ -56,6 +64,8 @@ class CaptionerConfig:
     image_size: int = 256
     num_regions: int = None
     feature_dim: int = None
+    variable_regions: bool = False
+    features_source: str = None
     emb_dim: int = 512
     z_dim: int = 512
     lstm_dim: int = 512
@@ -98,6 +108,19 @@ class CaptionerConfig:
         if not self.input_images and not (self.num_regions and self.feature_dim):
             raise ValueError("a captioner on precomputed features needs num_regions and "
                              "feature_dim.")
+        if self.variable_regions:
+            self._check_variable_regions()
+
+    def _check_variable_regions(self):
+        if self.input_images:
+            raise ValueError("variable_regions=True needs precomputed region features, got "
+                             "input_images=True.")
+        if self.position_embedding:
+            raise ValueError("variable_regions=True cannot go with position_embedding=True: "
+                             "a set of regions has no positions.")
+        if self.standardize == "position":
+            raise ValueError("variable_regions=True cannot go with standardize='position': "
+                             "a set of regions has no positions.")
 
     def to_dict(self):
         """Plain values (the vocabulary as its list of words), for the checkpoint's JSON."""

@@ -62,15 +62,39 @@ def check_data_matches(model, data, path):
         raise DataError(f"checkpoint {path} was trained with another vocabulary than "
                         f"{data.json_path} ({len(ours)} and {len(theirs)} words; word {first} "
                         f"is {_word(ours, first)} and {_word(theirs, first)})")
+    if getattr(data, "features", None) is not None:
+        _check_features(config, data.features, path)
+        return
     if not data.with_images:
         return
     if model.encoder is None:
-        raise DataError(f"checkpoint {path} takes precomputed features, not images; use the "
-                        f"captioner checkpoint train.py writes (MODEL_best.keras)")
+        raise DataError(f"checkpoint {path} takes precomputed features "
+                        f"({config.num_regions} x {config.feature_dim}), not the images of "
+                        f"{data.h5_path}; pass -features PATH")
     if config.image_size != data.image_size:
         raise DataError(f"checkpoint {path} takes {config.image_size} px images but "
                         f"{data.h5_path} holds {data.image_size} px ones; run prepro_coco.py "
                         f"with --imsize {config.image_size}")
+
+
+def _check_features(config, features, path):
+    """A checkpoint must take features of the shape ``features`` (a ``RegionFeatures``) has."""
+    ours = f"{config.num_regions} x {config.feature_dim}"
+    if getattr(config, "features_source", None):
+        ours += f", from {config.features_source}"
+    if config.feature_dim != features.dim:
+        raise DataError(f"checkpoint {path} takes features of {ours} (regions x channels) but "
+                        f"{features.kind} {features.path} has {features.dim} channels")
+    variable = getattr(config, "variable_regions", False)
+    if features.variable and not variable:
+        raise DataError(f"checkpoint {path} takes {config.num_regions} regions per image but "
+                        f"{features.kind} {features.path} has images with other counts (1 to "
+                        f"{features.max_regions})")
+    if features.max_regions > config.num_regions or (
+            not variable and features.max_regions != config.num_regions):
+        raise DataError(f"checkpoint {path} takes features of {ours} (regions x channels) but "
+                        f"{features.kind} {features.path} has {features.max_regions} regions "
+                        f"per image")
 
 
 def _word(vocabulary, word_id):

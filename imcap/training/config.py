@@ -55,11 +55,15 @@ class TrainingConfig:
         epochs, finetune_epochs: at most this many epochs per stage.
         learning_rate, finetune_learning_rate: of stage 1 and stage 2.
         optimizer: ``OptimizerConfig``.
-        finetune_start_layer: stage 2 trains the CNN from this block upward.
+        finetune_start_layer: stage 2 trains the CNN from this layer upward (None: the
+            backbone's own, ``imcap.models.backbones``).
         start_from: a checkpoint the first stage starts from (``-model_file``), or None.
         resume: go on from the state file.
         batch_size, captions_per_image: images per batch and captions drawn per image.
         cache_features: stage 1 trains on the feature cache (``--precompute_feats``).
+        features: precomputed region features to train on instead of images (``-features``:
+            a features file or folder, ``imcap.data.region_features``); there is no CNN, so
+            only stage 1 runs.
         checkpoint_every: also checkpoint every this many steps (0: per epoch only).
         metric: the early-stopping metric (``loss`` or a caption metric); patience: epochs
             without improvement before a stage stops.
@@ -83,12 +87,13 @@ class TrainingConfig:
     learning_rate: float = 5e-4
     finetune_learning_rate: float = 1e-5
     optimizer: OptimizerConfig = OptimizerConfig()
-    finetune_start_layer: int = 6
+    finetune_start_layer: int | None = None
     start_from: str | None = None
     resume: bool = False
     batch_size: int = 32
     captions_per_image: int = 1
     cache_features: bool = False
+    features: str | None = None
     checkpoint_every: int = 0
     metric: str = "CIDEr"
     patience: int = 5
@@ -110,6 +115,15 @@ class TrainingConfig:
                              f"preprocessed JSON, which has {config.vocabulary.size} (words + "
                              f"padding); leave it out.")
         return config
+
+    @staticmethod
+    def features_model_config(config, features):
+        """``config`` made a captioner on precomputed ``features`` (a ``RegionFeatures``): no
+        CNN, their number of regions and channels, and whether the number varies."""
+        variable = {"variable_regions": True} if features.variable else {}
+        return config.replace(input_images=False, cnn_weights="none",
+                              num_regions=features.max_regions, feature_dim=features.dim,
+                              features_source=features.describe()["features"], **variable)
 
     def check_encoder(self, num_regions, feature_dim):
         """``-nfilters`` and ``-convsize``, if given, must match the encoder's grid."""

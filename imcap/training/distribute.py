@@ -115,3 +115,12 @@ def _with_batch_axis(step):
     def wrapped(data):
         return {key: tf.reshape(value, [1]) for key, value in step(data).items()}
     return wrapped
+
+
+def output_folder(folder, strategy):
+    """Where a run writes: ``folder``, or ``folder/tmp/worker_N`` on the workers of a
+    multi-worker run that are not the chief (their checkpoints equal the chief's)."""
+    worker = worker_index(strategy)
+    if worker is None:
+        return folder
+    return os.path.join(folder, "tmp", f"worker_{worker}")

@@ -6,11 +6,17 @@ points at a complete, matching pair, from which ``--resume`` goes on.
 """
 
 import contextlib
+import logging
 import os
+
+import numpy as np
 
 from imcap.training.run_folder import TrainingState
 from imcap.models import saving
+from imcap.utils import fileio
 from imcap.utils.fileio import link_atomically
+
+log = logging.getLogger("imcap.train")
 
 
 class TrainingError(RuntimeError):
@@ -92,3 +98,20 @@ class CheckpointStore:
             raise TrainingError(f"cannot write {path}: {e.strerror or e}; the last complete "
                                 f"checkpoint is {self.run.kept_checkpoint()}: make room, then "
                                 f"run again with --resume") from None
+
+
+def remove_partial_files(folder):
+    """Removes what a killed run left half-written (``*.partial*``): nothing reads them."""
+    for name in os.listdir(folder):
+        if ".partial" in name:
+            log.info("removing %s, left half-written by an interrupted run", name)
+            os.remove(os.path.join(folder, name))
+
+
+def check_checkpoint_space(folder, model, fit_model):
+    """Fails before training when ``folder`` cannot hold two checkpoints (the last one and the
+    one being written) with their optimizer state."""
+    weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    moments = sum(int(np.prod(w.shape)) * 4 for w in fit_model.trainable_weights) * 2
+    need = 2 * (weights + moments) + weights  # + best.weights.h5 at the end of the stage
+    fileio.check_space(os.path.join(folder, "checkpoint"), need, "training (its checkpoints)")

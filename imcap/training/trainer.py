@@ -19,25 +19,26 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from imcap.training import distribute
 from imcap.evaluation.scoring import load_ground_truth
 from imcap.models.captioner import Captioner
 from imcap.decoding import GreedyDecoder
+from imcap.models.backbones import backbone
 from imcap.models.encoder import set_trainable
 from imcap.models.feature_standardization import feature_statistics
 from imcap.models.preprocessing import preprocessor
 from imcap.evaluation import captioning as validation
 from imcap.training.callbacks import EarlyStopping, EpochLoss, EpochProgress, StepCheckpoint
-from imcap.training.store import CheckpointStore, TrainingError
+from imcap.training.store import (CheckpointStore, TrainingError, check_checkpoint_space,
+                                  remove_partial_files)
 from imcap.models import saving
 from imcap.data import features
-from imcap.utils import fileio
+from imcap.data.region_features import open_region_features
 from imcap.data.coco_gt import gt_path
 from imcap.utils.fileio import DataError, check_writable
-from imcap.data.loader import CaptionData
+from imcap.data.loader import CaptionData, reading_errors
 
 log = logging.getLogger("imcap.train")
 
@@ -64,8 +65,11 @@ class Trainer:
         remove_partial_files(run.models)
         self.json_path = run.data_file(config.json_file)
         self.h5_path = run.data_file(config.h5file)
-        self.train_data = CaptionData(self.h5_path, self.json_path, "train")
-        self.val_data = CaptionData(self.h5_path, self.json_path, "val")
+        # -features: precomputed region features instead of images (and of any CNN)
+        self.features = open_region_features(config.features) if config.features else None
+        self.train_data, self.val_data = (
+            CaptionData(self.h5_path, self.json_path, split, with_images=self.features is None,
+                        features=self.features) for split in ("train", "val"))
         self.ground_truth = load_ground_truth(gt_path(self.json_path, "val"))
         self.store = CheckpointStore(run, run.read_state() if config.resume else None)
         self._decoder = None
@@ -172,10 +176,11 @@ class Trainer:
         progress = EpochProgress(f"{stage} {epoch + 1}/{config.stage_epochs(stage)}", steps,
                                  steps_done)
         self.position = (stage, epoch + 1, progress)
-        history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
-                                shuffle=False,  # the loader shuffles, seeded by epoch
-                                callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks,
-                                           every, progress])
+        with reading_errors():  # a NaN feature: one line
+            history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
+                                    shuffle=False,  # the loader shuffles, seeded by epoch
+                                    callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks,
+                                               every, progress])
         return epoch_loss.epoch_mean(history.history["loss"][-1]), every.bad_step
 
     # --- models -------------------------------------------------------------------------------
@@ -185,7 +190,9 @@ class Trainer:
         split's cached features of its own encoder. The model's image size must be the data's
         (a checkpoint's own size is checked by ``saving.check_data_matches``)."""
         config = self.config.model_config(self.train_data.vocabulary)
-        if config.image_size != self.train_data.image_size:
+        if self.features is not None:
+            config = self.config.features_model_config(config, self.features)
+        elif config.image_size != self.train_data.image_size:
             raise DataError(f"-imsize is {config.image_size} but {self.h5_path} holds "
                             f"{self.train_data.image_size} px images; pass -imsize "
                             f"{self.train_data.image_size} or rerun prepro_coco.py with --imsize "
@@ -193,9 +200,9 @@ class Trainer:
         model = Captioner(config)
         self.config.check_encoder(model.config.num_regions, model.config.feature_dim)
         if config.standardize != "none":
-            cache = self.feature_cache(model)
+            source = self.features or self.feature_cache(model)
             model.standardize.set_statistics(*feature_statistics(
-                features.read_split_features(cache, self.train_data.positions),
+                features.read_split_features(source, self.train_data.image_ids),
                 center=config.standardize == "position"))
         return model
 
@@ -213,7 +220,7 @@ class Trainer:
 
     def feature_cache(self, model):
         return features.cache_features(model.encoder, model.config.cnn, self.h5_path,
-                                       self.run_folder.feature_cache)
+                                       self.run_folder.feature_cache, json_path=self.json_path)
 
     def uses_cache(self, stage):
         return self.config.cache_features and stage == "frozen"
@@ -223,7 +230,11 @@ class Trainer:
         model that fit() runs: the captioner, or its decoder on cached features in stage 1
         with --precompute_feats. Returns that model."""
         finetune = stage == "finetune"
-        set_trainable(model.encoder, self.config.finetune_start_layer if finetune else None)
+        start = self.config.finetune_start_layer
+        if finetune and start is None:
+            start = backbone(model.config.cnn).finetune_start_layer
+        if model.encoder is not None:  # (none on precomputed features)
+            set_trainable(model.encoder, start if finetune else None)
         fit_model = model.features_model() if self.uses_cache(stage) else model
         cnn_variables = model.encoder.trainable_variables if model.encoder is not None else []
         optimizer = self.config.optimizer.make(self.config.stage_learning_rate(stage),
@@ -235,12 +246,15 @@ class Trainer:
         return fit_model
 
     def stage_data(self, model, stage):
-        """Train and val data of a stage: images, or the feature cache of ``model``'s CNN."""
-        if not self.uses_cache(stage):
+        """Train and val data of a stage: images, -features (padded to the model's regions),
+        or the feature cache of ``model``'s CNN."""
+        if self.features is None and not self.uses_cache(stage):
             return self.train_data, self.val_data
-        cache = self.feature_cache(model)
-        return (CaptionData(self.h5_path, self.json_path, "train", features_path=cache),
-                CaptionData(self.h5_path, self.json_path, "val", features_path=cache))
+        source, config = self.features or self.feature_cache(model), model.config
+        return tuple(CaptionData(self.h5_path, self.json_path, split, with_images=False,
+                                 features=source, regions=config.num_regions,
+                                 num_regions=getattr(config, "variable_regions", False))
+                     for split in ("train", "val"))
 
     # --- validation ---------------------------------------------------------------------------
 
@@ -271,29 +285,3 @@ class Trainer:
         stage, epoch, progress = self.position
         return (f"in stage {stage}, epoch {epoch}, after step {progress.step}; the last "
                 f"complete checkpoint is {kept}")
-
-
-def remove_partial_files(folder):
-    """Removes what a killed run left half-written (``*.partial*``): nothing reads them."""
-    for name in os.listdir(folder):
-        if ".partial" in name:
-            log.info("removing %s, left half-written by an interrupted run", name)
-            os.remove(os.path.join(folder, name))
-
-
-def check_checkpoint_space(folder, model, fit_model):
-    """Fails before training when ``folder`` cannot hold two checkpoints (the last one and the
-    one being written) with their optimizer state."""
-    weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
-    moments = sum(int(np.prod(w.shape)) * 4 for w in fit_model.trainable_weights) * 2
-    need = 2 * (weights + moments) + weights  # + best.weights.h5 at the end of the stage
-    fileio.check_space(os.path.join(folder, "checkpoint"), need, "training (its checkpoints)")
-
-
-def output_folder(folder, strategy):
-    """Where a run writes: ``folder``, or ``folder/tmp/worker_N`` on the workers of a
-    multi-worker run that are not the chief (their checkpoints equal the chief's)."""
-    worker = distribute.worker_index(strategy)
-    if worker is None:
-        return folder
-    return os.path.join(folder, "tmp", f"worker_{worker}")

@@ -92,13 +92,23 @@ def process_text(records, params, random_split):
     print("example processed tokens:")
     for image_tokens in tokens[:10]:
         print(image_tokens[0])
-    flat = [t for image_tokens in tokens for t in image_tokens]
+    train_only = params.get("vocab_from", "all") == "train"
+    if random_split and train_only:  # the vocabulary needs the splits first
+        print("assigned %d to val, %d to test." % sources.assign_random_splits(
+            records, params["num_val"], params["num_test"]))
+    # the seed (and NeuralTalk2) counts the captions of every split; --vocab_from train, the
+    # training images' (train and restval) only
+    flat = [t for record, image_tokens in zip(records, tokens) for t in image_tokens
+            if not train_only or record["split"] in ("train", "restval")]
     counts = vocab.count_words(flat)
     print("\n".join(vocab.vocab_report(counts, threshold, flat)))
     words = vocab.build_vocab(counts, threshold)
+    if train_only and words[-1] != vocab.UNK and any(
+            w not in counts for image_tokens in tokens for t in image_tokens for w in t):
+        words.append(vocab.UNK)  # for the val / test words no training caption has
     if words[-1] == vocab.UNK:
         print("inserting the special UNK token")
-    if random_split:
+    if random_split and not train_only:
         print("assigned %d to val, %d to test." % sources.assign_random_splits(
             records, params["num_val"], params["num_test"]))
     split_sizes = {s: sum(r["split"] == s for r in records) for s in sources.SPLITS}
@@ -209,6 +219,10 @@ def get_parser():
     parser.add_argument("--year", default="2014", help="COCO year of --coco_path")
     parser.add_argument("--splits_dir", default=None,
                         help="folder with coco_{train,restval,val,test}.txt file-name lists")
+    parser.add_argument("--vocab_from", default="all", choices=["all", "train"],
+                        help="count the words of every split's captions (the seed's, "
+                             "NeuralTalk2's) or of the training images' only (val/test words "
+                             "unseen in training become UNK)")
     parser.add_argument("--keep_restval", action="store_true",
                         help="keep Karpathy's restval as its own split (default: it joins train)")
     parser.add_argument("--num_val", default=None, type=int,

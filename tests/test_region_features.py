@@ -1,0 +1,216 @@
+"""Precomputed region features as an input: the features file and self-critical.pytorch's
+folders (``imcap.data.region_features``), the loader on them, ``imcap-features``, and
+``train.py -features`` / ``test.py -features`` end to end."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from imcap import extract_features, test as test_script, train
+from imcap.data.loader import CaptionData
+from imcap.data.region_features import FeaturesFile, FeaturesFolder, open_region_features
+from imcap.models.saving import load_model
+from imcap.utils.fileio import DataError
+from tests.conftest import copy_train_data
+
+DIM = 6
+TINY = ["-emb_dim", "8", "-z_dim", "8", "-lstm_dim", "8", "-bs", "8", "-nepochs", "1",
+        "-ftnepochs", "0", "-es_metric", "loss", "--sgate", "--log_term", "-seed", "3"]
+
+
+def json_ids(json_path, split=None):
+    with open(json_path) as f:
+        return [image["id"] for image in json.load(f)["images"]
+                if split is None or image["split"] == split]
+
+
+def features_of(image_id, count):
+    """Features that say which image they belong to (a seeded draw per id)."""
+    return np.random.default_rng(image_id).normal(size=(count, DIM)).astype(np.float32)
+
+
+def write_file(path, ids, counts, order=None, dtype=np.float32):
+    order = np.arange(len(ids)) if order is None else order
+    regions = max(counts)
+    values = np.zeros((len(ids), regions, DIM), dtype)
+    for row, n in enumerate(order):
+        values[row, :counts[n]] = features_of(ids[n], counts[n])
+    with h5py.File(path, "w") as f:
+        f["features"] = values
+        f["image_ids"] = np.asarray(ids, np.int64)[order]
+        if len(set(counts)) > 1:
+            f["num_regions"] = np.asarray(counts, np.int32)[order]
+        f.attrs["backbone"] = "made by hand"
+    return str(path)
+
+
+def test_a_file_in_any_row_order_reads_by_image_id(tmp_path):
+    ids, counts = [7, 3, 11, 5], [4, 2, 3, 4]
+    path = write_file(tmp_path / "f.h5", ids, counts, order=[2, 0, 3, 1], dtype=np.float16)
+    source = open_region_features(path)
+    assert isinstance(source, FeaturesFile)
+    assert (source.max_regions, source.dim, source.variable) == (4, DIM, True)
+    assert source.attrs["backbone"] == "made by hand"
+    batch, got = source.read([3, 11], regions=5)
+    assert batch.shape == (2, 5, DIM) and batch.dtype == np.float32 and got.tolist() == [2, 3]
+    np.testing.assert_allclose(batch[0, :2], features_of(3, 2).astype(np.float16))
+    assert not batch[0, 2:].any() and not batch[1, 3:].any()  # zero after the real regions
+    with pytest.raises(DataError, match="images have up to 4 regions but the model takes 3"):
+        source.read([3], regions=3)
+
+
+def test_a_folder_of_npz_and_npy_with_variable_regions(tmp_path):
+    np.savez(tmp_path / "12.npz", feat=features_of(12, 3))
+    np.save(tmp_path / "40.npy", features_of(40, 5))
+    (tmp_path / "notes.txt").write_text("ignored")
+    source = open_region_features(str(tmp_path))
+    assert isinstance(source, FeaturesFolder)
+    assert (len(source), source.max_regions, source.dim, source.variable) == (2, 5, DIM, True)
+    batch, counts = source.read([40, 12])
+    np.testing.assert_array_equal(batch[0], features_of(40, 5))
+    np.testing.assert_array_equal(batch[1, :3], features_of(12, 3))
+    assert counts.tolist() == [5, 3] and not batch[1, 3:].any()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: np.savez(d / "1.npz", other=np.ones((2, DIM))), "no array 'feat' (it holds other)"),
+    (lambda d: np.savez(d / "1.npz", feat=np.array([None, 1], dtype=object)),
+     "object array"),
+    (lambda d: np.save(d / "1.npy", np.ones((0, DIM), np.float32)), "zero regions"),
+    (lambda d: np.save(d / "1.npy", np.ones((2, 3, DIM), np.float32)), "expected (K, D)"),
+    (lambda d: (d / "1.npz").write_bytes(b"not a zip"), "is not an .npz archive"),
+    (lambda d: None, "holds no {image_id}.npz or {image_id}.npy files"),
+])
+def test_bad_folders_are_one_line(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(DataError) as error:
+        open_region_features(str(tmp_path))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_nan_and_missing_images_are_named(tmp_path):
+    path = write_file(tmp_path / "f.h5", [1, 2], [3, 3])
+    with h5py.File(path, "a") as f:
+        f["features"][1, 0, 0] = np.nan
+    source = open_region_features(path)
+    with pytest.raises(DataError, match="image 2 has NaN or infinite values"):
+        source.read([1, 2])
+    with pytest.raises(DataError, match="image 9 of the train split of x.json is missing"):
+        source.check_images([1, 9], "x.json", "train")
+    with pytest.raises(DataError, match="none of its image ids"):
+        source.check_images([8, 9], "x.json", "train")
+
+
+def test_the_loader_yields_features_and_counts_by_id(shapes_prepro, tmp_path):
+    h5, js = shapes_prepro
+    ids = json_ids(js)
+    counts = [2 + i % 3 for i in range(len(ids))]
+    path = write_file(tmp_path / "f.h5", ids, counts, order=np.random.default_rng(0).permutation(
+        len(ids)))
+    data = CaptionData(h5, js, "val", with_images=False, features=path, regions=6)
+    x, _, _, batch_ids = next(iter(data.dataset(4, training=False)))
+    assert set(x) == {"features", "num_regions", "words"} and x["features"].shape[1:] == (6, DIM)
+    for n, image_id in enumerate(batch_ids.numpy()):
+        k = counts[ids.index(image_id)]
+        assert x["num_regions"][n] == k
+        np.testing.assert_array_equal(x["features"][n, :k], features_of(int(image_id), k))
+
+
+@pytest.fixture(scope="module")
+def features_run(shapes_prepro, tmp_path_factory):
+    """train.py -features on a labels-only copy of the tiny set (every image 4 regions)."""
+    folder = copy_train_data(shapes_prepro, tmp_path_factory.mktemp("features") / "run")
+    h5 = folder / "data" / "cocotalk_challenge.h5"
+    with h5py.File(h5, "a") as f:
+        del f["images"]  # as prepro_coco.py --no_images writes it
+    ids = json_ids(folder / "data" / "cocotalk_challenge.json")
+    path = write_file(folder / "feats.h5", ids, [4] * len(ids))
+    flags = [f for f in TINY if f != "--log_term"] + ["-ftnepochs", "2"]  # with a log file
+    train.main(["-data_folder", str(folder), "-features", path] + flags)
+    return folder, path
+
+
+def test_training_from_a_features_file_then_captioning_it(features_run, capsys):
+    folder, path = features_run
+    with open(folder / "models" / "model_state.json") as f:
+        stages = json.load(f)["stages"]
+    assert list(stages) == ["frozen"] and stages["frozen"]["done"]  # no stage 2
+    assert "stage 2 (-ftnepochs 2) is skipped" in (folder / "logs" / "model.log").read_text()
+    model = load_model(stages["frozen"]["best_path"])
+    config = model.config
+    assert not config.input_images and (config.num_regions, config.feature_dim) == (4, DIM)
+    assert config.features_source == os.path.abspath(path)  # recorded in the checkpoint
+    assert model.encoder is None
+    test_ids = json_ids(folder / "data" / "cocotalk_challenge.json", "test")
+    for extra in ([], ["-bsize", "3"], ["-temperature", "0.5"]):
+        results = test_script.main(["-data_folder", str(folder), "-features", path] + extra)
+        with open(results) as f:
+            assert sorted(r["image_id"] for r in json.load(f)) == sorted(test_ids)
+
+
+def test_a_features_checkpoint_refuses_images_and_other_features(features_run, tmp_path, capsys):
+    folder, path = features_run
+    with pytest.raises(SystemExit):
+        test_script.main(["-data_folder", str(folder)])
+    assert "takes precomputed features (4 x 6), not the images of" in capsys.readouterr().err
+    other = write_file(tmp_path / "other.h5", json_ids(folder / "data" /
+                                                     "cocotalk_challenge.json"), [4] * 30)
+    with h5py.File(other, "a") as f:
+        values = f["features"][:, :, :5]
+        del f["features"]
+        f["features"] = values
+    with pytest.raises(SystemExit):
+        test_script.main(["-data_folder", str(folder), "-features", other])
+    err = capsys.readouterr().err
+    assert f"takes features of 4 x 6, from {os.path.abspath(path)} (regions x channels)" in err
+    assert "has 5 channels" in err
+    with pytest.raises(SystemExit):
+        train.main(["-data_folder", str(folder), "-features", path, "--cnntrain"] + TINY)
+    assert "with -features there is none" in capsys.readouterr().err
+
+
+def test_imcap_features_from_the_hdf5_and_from_a_folder(shapes_prepro, shapes_dir, tmp_path):
+    h5, js = shapes_prepro
+    flags = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
+             "-bs", "8"]
+    out = extract_features.main(["-h5", h5, "-json", js, "-out", str(tmp_path / "a.h5")]
+                                + flags)
+    source = open_region_features(out)
+    assert sorted(source.image_ids.tolist()) == sorted(json_ids(js))
+    assert (source.max_regions, source.dim) == (64, 256) and not source.variable
+    assert source.attrs["backbone"] == "resnet" and source.attrs["image_size"] == 32
+    assert not os.path.exists(out + ".partial")
+    # a folder of image files, ids from the names' numbers
+    images = shapes_dir / "images" / "val2014"
+    names = sorted(os.listdir(images))[:3]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        os.link(images / name, folder / name)
+    out = extract_features.main(["-images", str(folder), "-out", str(tmp_path / "b.h5")] + flags)
+    expected = sorted(int(os.path.splitext(n)[0].rsplit("_", 1)[1]) for n in names)
+    assert sorted(open_region_features(out).image_ids.tolist()) == expected
+
+
+def test_training_from_a_folder_of_variable_region_sets(shapes_prepro, tmp_path):
+    """self-critical.pytorch's layout: {id}.npz with 'feat' of 2 to 5 regions per image."""
+    folder = copy_train_data(shapes_prepro, tmp_path / "run")
+    ids = json_ids(folder / "data" / "cocotalk_challenge.json")
+    feats = tmp_path / "cocobu_att"
+    feats.mkdir()
+    for n, image_id in enumerate(ids):
+        np.savez(feats / f"{image_id}.npz", feat=features_of(image_id, 2 + n % 4))
+    train.main(["-data_folder", str(folder), "-features", str(feats), "-standardize", "channel"]
+               + TINY)
+    with open(folder / "models" / "model_state.json") as f:
+        best = json.load(f)["stages"]["frozen"]["best_path"]
+    config = load_model(best).config
+    assert config.variable_regions and (config.num_regions, config.feature_dim) == (5, DIM)
+    results = test_script.main(["-data_folder", str(folder), "-features", str(feats),
+                                "-bsize", "2"])
+    with open(results) as f:
+        assert len(json.load(f)) == len(json_ids(folder / "data" / "cocotalk_challenge.json",
+                                                 "test"))
