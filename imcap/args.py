@@ -32,7 +32,8 @@ TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
 # the flags test.py reads (its --help lists only these)
 TEST_FLAGS = ("model_name", "h5file", "json_file", "model_file", "data_folder", "seqlen", "seed",
-              "bs", "bsize", "temperature", "length_penalty", "split", "results_file",
+              "bs", "bsize", "temperature", "length_penalty", "ban_unk", "remove_bad_endings",
+              "split", "results_file",
               "save_attention", "cnn_train", "features")
 METRICS = ["loss", "CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "ROUGE_L", "METEOR"]
 
@@ -198,6 +199,10 @@ def get_parser(prog=None):
     parser.option("length_penalty", default=0.0, type=non_negative(float),
                   help="beam search: compare hypotheses by log-probability / length^this "
                        "(0: plain log-probability)")
+    parser.switch("ban_unk", "ban_unk", help="decoding: never emit UNK")
+    parser.switch("remove_bad_endings", "remove_bad_endings",
+                  help="decoding: never end a caption right after a, an, t"
+                       "he, in, for, at, of, with, before, after, on, upon, near, to, is, are, am")
     parser.option("split", default="test", choices=["train", "val", "test"],
                   help="test.py: the split to caption")
     parser.option("results_file", default=None,

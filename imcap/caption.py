@@ -40,6 +40,10 @@ def get_parser():
     parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
                         help="maximum caption length with <start> and <eos> (default: the "
                              "model's)")
+    parser.add_argument("-ban_unk", "--ban_unk", action="store_true", help="never emit UNK")
+    parser.add_argument("-remove_bad_endings", "--remove_bad_endings", action="store_true",
+                        help="never end a caption right after a, an, t"
+                             "he, in, for, at, of, with, before, after, on, upon, near, to, is, are, am")
     parser.add_argument("-bs", "--bs", type=int, default=16, help="images per batch")
     parser.add_argument("--att_dir", default=None,
                         help="write attention figures and captions.json here")
@@ -128,7 +132,9 @@ def main(argv=None):
         if model.encoder is None:
             raise DataError(f"checkpoint {args.model_file} takes precomputed features, not "
                             f"images: caption its features with test.py -features PATH")
-        decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen)
+        decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
+                                        ban_unk=args.ban_unk,
+                                        remove_bad_endings=args.remove_bad_endings)
         if args.att_dir:
             os.makedirs(args.att_dir, exist_ok=True)
         results = caption_images(model, paths, decoder, args.bs)

@@ -52,13 +52,13 @@ def serving_function(model, decoder):
     return serve
 
 
-def export(model_file, out_dir, beam_size=1, max_length=None):
+def export(model_file, out_dir, beam_size=1, max_length=None, **options):
     """Writes the SavedModel to ``out_dir`` (through ``out_dir.partial``); returns ``out_dir``."""
     model = saving.load_model(model_file, compile=False)
     if model.encoder is None:
         raise DataError(f"checkpoint {model_file} takes precomputed features, not images: "
                         f"the export captions image bytes, so it needs a captioner with its CNN")
-    decoder = decoding.make_decoder(model, beam_size, max_length=max_length)
+    decoder = decoding.make_decoder(model, beam_size, max_length=max_length, **options)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serving_function(model, decoder),
@@ -76,11 +76,16 @@ def main(argv=None):
     parser.add_argument("-bsize", "--bsize", type=int, default=1, help="beam size (1: greedy)")
     parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
                         help="maximum caption length with <start> and <eos>")
+    parser.add_argument("-ban_unk", "--ban_unk", action="store_true", help="never emit UNK")
+    parser.add_argument("-remove_bad_endings", "--remove_bad_endings", action="store_true",
+                        help="never end a caption right after a, an, t"
+                             "he, in, for, at, of, with, before, after, on, upon, near, to, is, are, am")
     args = parser.parse_args(argv)
     if args.bsize < 1:
         parser.error(f"-bsize must be at least 1, got {args.bsize}")
     with one_line_errors("export"):
-        path = export(args.model_file, args.out_dir, args.bsize, args.seqlen)
+        path = export(args.model_file, args.out_dir, args.bsize, args.seqlen,
+                      ban_unk=args.ban_unk, remove_bad_endings=args.remove_bad_endings)
     print(path)
 
 

@@ -49,7 +49,9 @@ def make_decoder(model, args, from_features=False):
     """The decoder the flags ask for (-temperature, -bsize, -seqlen, -length_penalty)."""
     from imcap import decoding
     return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
-                                 args.length_penalty, args.seed, from_features)
+                                 args.length_penalty, args.seed, from_features,
+                                 ban_unk=args.ban_unk,
+                                 remove_bad_endings=args.remove_bad_endings)
 
 
 def split_data(model, args, h5_path, json_path):

@@ -249,3 +249,41 @@ def test_the_default_encoder_decodes_from_images_more_than_once():
     third = decoder.decode(images)
     np.testing.assert_array_equal(second["words"], first["words"][::-1])
     np.testing.assert_array_equal(third["words"], first["words"])
+
+
+def ends_badly(words):
+    """Whether a row of word ids ends with 'a' right before <eos>."""
+    row = [int(w) for w in words if w]
+    return END in row and row.index(END) > 0 and row[row.index(END) - 1] == VOCAB.index("a") + 1
+
+
+@pytest.mark.parametrize("beam_size, temperature", [(1, None), (3, None), (1, 1.0)],
+                         ids=["greedy", "beam3", "sampling"])
+def test_ban_unk_and_remove_bad_endings(beam_size, temperature):
+    """-ban_unk: no UNK; -remove_bad_endings: no caption ends 'a <eos>'. The model is made to
+    like UNK and 'a' (sampling then ends captions with 'a'), so the options remove something."""
+    model = random_captioner(seed=3)
+    bias = model.get_layer("logits").bias
+    value = bias.numpy()
+    value[VOCAB.index("UNK") + 1] += 0.5
+    value[VOCAB.index("a") + 1] += 1.0
+    value[END] += 1.0
+    bias.assign(value)
+    x = features(batch=24, seed=1)
+    unk = VOCAB.index("UNK") + 1
+    plain = make_decoder(model, beam_size, temperature, seed=5, from_features=True)(x)
+    assert (plain == unk).any()
+    if temperature:
+        assert any(ends_badly(row) for row in plain)
+    decoder = make_decoder(model, beam_size, temperature, seed=5, from_features=True,
+                           ban_unk=True, remove_bad_endings=True)
+    banned = decoder(x)
+    assert not (banned == unk).any()
+    assert not any(ends_badly(row) for row in banned)
+    assert (banned[:, 0] != 0).all()  # still a word first
+    # the step every decoder takes: no <eos> right after 'a', after other words as before
+    encoded = model.encode(x[:2], from_features=True)
+    state = model.initial_state(2)
+    after = {word: decoder._step(encoded, tf.constant([VOCAB.index(word) + 1] * 2), state,
+                                 tf.constant(1))[0].numpy()[:, END] for word in ("a", "red")}
+    assert np.isneginf(after["a"]).all() and np.isfinite(after["red"]).all()

@@ -87,6 +87,10 @@ class Vocabulary:
     def unk_id(self):
         return self._ids.get(UNK)
 
+    def word_id(self, word):
+        """The id of ``word``, or None when the vocabulary does not hold it."""
+        return self._ids.get(word)
+
     def word(self, word_id):
         return self.words[word_id - 1]
 

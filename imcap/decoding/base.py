@@ -5,6 +5,11 @@ import numpy as np
 import tensorflow as tf
 
 
+# words a caption should not end with (self-critical.pytorch's -remove_bad_endings list)
+BAD_ENDINGS = ("a", "an", "the", "in", "for", "at", "of", "with", "before", "after", "on",
+               "upon", "near", "to", "is", "are", "am")
+
+
 class Decoder:
     """What the decoders share: inputs, banned words, captions from word ids.
 
@@ -21,9 +26,14 @@ class Decoder:
         max_length: caption length with both markers (the seed's ``-seqlen``).
         from_features: the inputs are region features, not what the model takes.
         suppress_eos: never emit ``<eos>`` (every caption runs ``max_length - 1`` steps).
+        ban_unk: never emit ``UNK`` (``-ban_unk``).
+        remove_bad_endings: never end a caption (``<eos>``) right after one of
+            ``BAD_ENDINGS`` (``-remove_bad_endings``, as self-critical.pytorch's option); a
+            caption cut by ``max_length`` can still end in one.
     """
 
-    def __init__(self, model, max_length=None, from_features=False, suppress_eos=False):
+    def __init__(self, model, max_length=None, from_features=False, suppress_eos=False,
+                 ban_unk=False, remove_bad_endings=False):
         self.model = model
         self.from_features = from_features
         self.max_length = max_length or model.config.max_length
@@ -37,7 +47,16 @@ class Decoder:
         self.num_regions = config.num_regions if config.attention else 0
         banned = np.zeros(vocabulary.size, dtype=np.float32)
         banned[[0, self.start_id] + ([self.end_id] if suppress_eos else [])] = -np.inf
+        if ban_unk and vocabulary.unk_id is not None:
+            banned[vocabulary.unk_id] = -np.inf
         self.banned = tf.constant(banned)
+        self.bad_ending = None  # (V,) bool: after these words, no <eos>
+        if remove_bad_endings:
+            flags = np.zeros(vocabulary.size, dtype=bool)
+            ids = [vocabulary.word_id(w) for w in BAD_ENDINGS]
+            flags[[i for i in ids if i is not None]] = True
+            self.bad_ending = tf.constant(flags)
+            self.is_end = tf.constant(np.arange(vocabulary.size) == self.end_id)
         banned[self.end_id] = -np.inf
         self.banned_first = tf.constant(banned)  # no empty captions
         self._calls = 0
@@ -53,8 +72,12 @@ class Decoder:
         if beta is None:
             beta = tf.zeros((rows,), tf.float32)
         banned = tf.where(tf.equal(t, 0), self.banned_first, self.banned)
-        return (log_probs + banned, state, tf.cast(alpha, tf.float32),
-                tf.cast(beta, tf.float32))
+        log_probs = log_probs + banned
+        if self.bad_ending is not None:  # the previous word is a bad ending: no <eos> now
+            after_bad = tf.gather(self.bad_ending, words)
+            log_probs = tf.where(after_bad[:, None] & self.is_end[None, :],
+                                 tf.constant(-np.inf, log_probs.dtype), log_probs)
+        return (log_probs, state, tf.cast(alpha, tf.float32), tf.cast(beta, tf.float32))
 
     def _encode(self, inputs):
         if isinstance(inputs, dict):  # what _with_counts made

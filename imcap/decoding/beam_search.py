@@ -23,11 +23,11 @@ class BeamSearchDecoder(Decoder):
     """
 
     def __init__(self, model, beam_size=3, max_length=None, from_features=False,
-                 suppress_eos=False, length_penalty=0.0):
+                 suppress_eos=False, length_penalty=0.0, **options):
         if beam_size < 1:
             raise ValueError(f"beam size must be at least 1, got {beam_size}")
         self.beam_size, self.length_penalty = beam_size, float(length_penalty)
-        super().__init__(model, max_length, from_features, suppress_eos)
+        super().__init__(model, max_length, from_features, suppress_eos, **options)
 
     def _normalize(self, scores, length):
         if not self.length_penalty:

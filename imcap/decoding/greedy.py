@@ -57,11 +57,11 @@ class SamplingDecoder(GreedyDecoder):
     makes it reproducible (each call draws anew: the call count is part of the seed)."""
 
     def __init__(self, model, max_length=None, from_features=False, suppress_eos=False,
-                 temperature=1.0, seed=0):
+                 temperature=1.0, seed=0, **options):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature, self.seed = temperature, seed
-        super().__init__(model, max_length, from_features, suppress_eos)
+        super().__init__(model, max_length, from_features, suppress_eos, **options)
 
     def _arguments(self, inputs, call):
         return inputs, tf.constant([self.seed, call], tf.int64)
