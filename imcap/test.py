@@ -67,7 +67,7 @@ def split_data(model, args, h5_path, json_path):
         return CaptionData(h5_path, json_path, args.split)
     return CaptionData(h5_path, json_path, args.split, with_images=False,
                        features=args.features, regions=config.num_regions,
-                       num_regions=getattr(config, "variable_regions", False))
+                       num_regions=config.variable_regions)
 
 
 def run(args):

@@ -80,12 +80,12 @@ def check_data_matches(model, data, path):
 def _check_features(config, features, path):
     """A checkpoint must take features of the shape ``features`` (a ``RegionFeatures``) has."""
     ours = f"{config.num_regions} x {config.feature_dim}"
-    if getattr(config, "features_source", None):
+    if config.features_source:
         ours += f", from {config.features_source}"
     if config.feature_dim != features.dim:
         raise DataError(f"checkpoint {path} takes features of {ours} (regions x channels) but "
                         f"{features.kind} {features.path} has {features.dim} channels")
-    variable = getattr(config, "variable_regions", False)
+    variable = config.variable_regions
     if features.variable and not variable:
         raise DataError(f"checkpoint {path} takes {config.num_regions} regions per image but "
                         f"{features.kind} {features.path} has images with other counts (1 to "

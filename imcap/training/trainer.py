@@ -253,7 +253,7 @@ class Trainer:
         source, config = self.features or self.feature_cache(model), model.config
         return tuple(CaptionData(self.h5_path, self.json_path, split, with_images=False,
                                  features=source, regions=config.num_regions,
-                                 num_regions=getattr(config, "variable_regions", False))
+                                 num_regions=config.variable_regions)
                      for split in ("train", "val"))
 
     # --- validation ---------------------------------------------------------------------------
