@@ -17,13 +17,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
 from imcap import decoding  # noqa: E402
 from imcap.models import saving  # noqa: E402
 from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, write_json_atomic  # noqa: E402
-from imcap.data.images import ImageReadError, read_image  # noqa: E402
+from imcap.data.images import folder_images, load_images  # noqa: E402
 from imcap.models.preprocessing import preprocess_images  # noqa: E402
 
 
@@ -64,19 +62,6 @@ def check_args(args):
         raise ValueError(f"-sig must be >= 0 and -th in [0, 1), got {args.sig} and {args.th}")
 
 
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-
-
-def folder_images(folder):
-    """The image files of ``folder`` (by extension, case-insensitive; not hidden), sorted."""
-    names = sorted(name for name in os.listdir(folder)
-                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-                   and os.path.isfile(os.path.join(folder, name)))
-    if not names:
-        raise DataError(f"folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    return [os.path.join(folder, name) for name in names]
-
-
 def expand_images(specs):
     """Image files, folders and globs -> image paths, in the order given (see the docstring).
 
@@ -98,14 +83,6 @@ def expand_images(specs):
         else:
             paths.append(spec)
     return paths
-
-
-def load_images(paths, size):
-    """(N, size, size, 3) uint8 RGB; errors name the file."""
-    try:
-        return np.stack([read_image(path, size).transpose(1, 2, 0) for path in paths])
-    except ImageReadError as e:
-        raise DataError(str(e)) from None
 
 
 def caption_images(model, paths, decoder, batch_size):

@@ -77,7 +77,7 @@ class FolderImages:
         return len(self.paths)
 
     def read(self, start, stop):
-        from imcap.caption import load_images
+        from imcap.data.images import load_images
         return load_images(self.paths[start:stop], self.size)
 
 
@@ -85,7 +85,7 @@ def run(args):
     from imcap.utils.quiet import start_tensorflow
     start_tensorflow()
     import numpy as np
-    from imcap.caption import folder_images
+    from imcap.data.images import folder_images
     from imcap.data import features
     from imcap.models.encoder import build_encoder
 

@@ -9,6 +9,9 @@ decoded at 320x240 for S = 256: decoding and resizing take half the time, for a 
 differs from an exact decode by about one grey level on average (bench/prepro.py measures both).
 ``draft_ratio=1`` never decodes below S. The image is then squashed to S x S without cropping,
 as the seed's ``imresize(I, (256, 256))`` did.
+
+``folder_images`` lists a folder's image files and ``load_images`` reads a batch of them as one
+(N, S, S, 3) array: what caption.py and imcap-features read.
 """
 
 import collections
@@ -132,3 +135,24 @@ def read_images(paths, size, workers=None, chunk=4, max_pending=None, draft_rati
             yield (start,) + future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+
+def folder_images(folder):
+    """The image files of ``folder`` (by extension, case-insensitive; not hidden), sorted."""
+    names = sorted(name for name in os.listdir(folder)
+                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+                   and os.path.isfile(os.path.join(folder, name)))
+    if not names:
+        raise DataError(f"folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return [os.path.join(folder, name) for name in names]
+
+
+def load_images(paths, size):
+    """(N, size, size, 3) uint8 RGB; errors name the file."""
+    try:
+        return np.stack([read_image(path, size).transpose(1, 2, 0) for path in paths])
+    except ImageReadError as e:
+        raise DataError(str(e)) from None
