@@ -3,7 +3,7 @@
 Generates ``--num_images`` COCO-like JPEGs (``--source_size``, default 640x480, photo-like
 detail, quality 90), then times, each ``--repeats`` times:
 
-* ``baseline_serial``: a plain loop, as NeuralTalk2 / the seed did it with scipy's ``imread``
+* ``baseline_serial``: a plain loop, as NeuralTalk2 / imcap_keras did it with scipy's ``imread``
   and ``imresize`` (both Pillow underneath): open, convert to an RGB array, resize to S x S
   (bilinear), write the image into the HDF5;
 * ``prepro_workers_1`` and ``prepro_workers_N``: ``prepro_coco.py`` itself (the whole run: text
@@ -55,7 +55,7 @@ def make_jpegs(folder, num_images, width, height, seed=0):
 
 
 def baseline_serial(paths, size, out):
-    """The seed's / NeuralTalk2's loop: ``imread`` (Pillow decode to an array), ``imresize``
+    """imcap_keras' / NeuralTalk2's loop: ``imread`` (Pillow decode to an array), ``imresize``
     (array to Pillow image, bilinear resize, back to an array), one HDF5 write per image."""
     with h5py.File(out, "w") as f:
         images = f.create_dataset("images", (len(paths), 3, size, size), dtype="uint8")

@@ -1,13 +1,13 @@
 """Benchmark: captions/s of one training step on precomputed region features.
 
 A step is the forward pass, masked cross-entropy (``sample_weight``), the backward pass and
-Adam with value clipping (the seed's ``-clip 5``), run by Keras' compiled ``train_on_batch``.
+Adam with value clipping (imcap_keras' ``-clip 5``), run by Keras' compiled ``train_on_batch``.
 Default shapes are the reference's (self-critical.pytorch AdaAtt on this machine): 32 images,
 49 regions x 2048 channels, embedding / hidden / attention 512, 9488 words, 17 decoder steps,
-recurrent dropout 0.5 (one mask per LSTM gate; the seed's default ``-dr_ratio``; the seed's
-``--dr`` layers are off, as by default); with 1 and with 5 captions per image, with and without
+recurrent dropout 0.5 (one mask per LSTM gate; imcap_keras' default ``-dr_ratio``; its ``--dr``
+layers are off, as by default); with 1 and with 5 captions per image, with and without
 ``--sgate``, in float32 and ``mixed_bfloat16``. Also: the demo's shapes (64 regions x 1024,
-decoder 256, 40 images, 40 words), the seed's defaults (64 regions, 9570 words),
+decoder 256, 40 images, 40 words), imcap_keras' defaults (64 regions, 9570 words),
 ``jit_compile=True``, and a step-by-step variant that runs the decoder one word at
 a time (``Captioner.step`` in a loop, as a recurrent implementation would).
 
@@ -121,7 +121,7 @@ def main():
                 name = f"reference_{'sgate' if sgate else 'spatial'}_{captions}cap"
                 workloads.append((name, dict(dtype=dtype, images=32, captions=captions,
                                              use_sentinel=sgate)))
-        workloads.append(("seed_defaults_sgate_1cap",
+        workloads.append(("imcap_keras_defaults_sgate_1cap",
                           dict(dtype=dtype, images=32, captions=1, regions=64, vocab_size=9570)))
     # the demo's shapes (an 8 x 8 grid of 1024 channels, decoder 256, 40 images, 1 caption, a
     # small vocabulary): where the einsum of per-gate recurrent masks cost 25% (issue 14)

@@ -43,7 +43,7 @@ def shapes_prepro(shapes_dir, tmp_path_factory):
 
 def copy_train_data(shapes_prepro, folder):
     """Makes ``folder`` a train.py -data_folder holding the preprocessed ``(h5, json)`` (and
-    their ground-truth files) under the seed's file names; returns it."""
+    their ground-truth files) under imcap_keras' file names; returns it."""
     h5, js = shapes_prepro
     (folder / "data").mkdir(parents=True)
     for source, name in ((h5, "cocotalk_challenge.h5"), (js, "cocotalk_challenge.json"),
@@ -56,7 +56,7 @@ def copy_train_data(shapes_prepro, folder):
 
 @pytest.fixture()
 def data_folder(shapes_prepro, tmp_path):
-    """A train.py -data_folder holding the tiny preprocessed set under the seed's file names."""
+    """A train.py -data_folder holding the tiny preprocessed set under imcap_keras' file names."""
     return copy_train_data(shapes_prepro, tmp_path / "run")
 
 

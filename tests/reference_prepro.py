@@ -1,4 +1,4 @@
-"""An independent model of the seed's prepro_coco.py (Python 3), written from its documented
+"""An independent model of imcap_keras' prepro_coco.py (Python 3), written from its documented
 behaviour with different means (regular expressions, Counter, per-caption lists), to check
 imcap.utils.prepro_coco against. It shares no code with imcap."""
 

@@ -13,12 +13,12 @@ def table(*shape, scale, phase=0.0):
 
 
 def numpy_attention(h, s, regions, keys, w):
-    """Lu et al. eqs. 11-12 as the seed's model.py wires them, written out in NumPy."""
+    """Lu et al. eqs. 11-12 as imcap_keras' model.py wires them, written out in NumPy."""
     relu = lambda x: np.maximum(x, 0.0)  # noqa: E731
     h_z = np.tanh(h @ w["zh_linear"][0] + w["zh_linear"][1])
-    h_e = h_z @ w["zh_embed"][0] + w["zh_embed"][1]  # linear, as the seed's HEAD
+    h_e = h_z @ w["zh_embed"][0] + w["zh_embed"][1]  # linear, as at imcap_keras HEAD
     s_z = relu(s @ w["zs_linear"][0] + w["zs_linear"][1])
-    s_e = s_z @ w["zs_embed"][0] + w["zs_embed"][1]  # linear, as the seed's HEAD
+    s_e = s_z @ w["zs_embed"][0] + w["zs_embed"][1]  # linear, as at imcap_keras HEAD
     batch, time, _ = h.shape
     out = np.zeros(h_z.shape)
     weights = np.zeros((batch, time, keys.shape[1] + 1))

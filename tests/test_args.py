@@ -1,4 +1,4 @@
-"""args.py: the seed's flags and defaults, both spellings, explicit booleans, checks."""
+"""args.py: imcap_keras' flags and defaults, both spellings, explicit booleans, checks."""
 
 import os
 import re
@@ -13,7 +13,7 @@ from imcap.training.config import OptimizerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SEED_DEFAULTS = {
+IMCAP_KERAS_DEFAULTS = {
     "model_name": "model", "h5file": "cocotalk_challenge.h5",
     "json_file": "cocotalk_challenge.json", "model_file": None,
     "cnn": "resnet", "imsize": 256, "n_caps": 5, "seqlen": 18, "lstm_dim": 512, "emb_dim": 512,
@@ -26,14 +26,14 @@ SEED_DEFAULTS = {
 }
 
 
-# the seed's defaults were its author's folders (/work/asalvador/sat_keras/,
+# imcap_keras' defaults were its author's folders (/work/asalvador/sat_keras/,
 # /seq/segmentation/COCO/tools)
 CHANGED_DEFAULTS = {"data_folder": ".", "coco_path": None}
 
 
-def test_seed_defaults():
+def test_imcap_keras_defaults():
     parsed = vars(imcap_args.parse_args([]))
-    for name, value in {**SEED_DEFAULTS, **CHANGED_DEFAULTS}.items():
+    for name, value in {**IMCAP_KERAS_DEFAULTS, **CHANGED_DEFAULTS}.items():
         assert parsed[name] == value, name
 
 
@@ -98,7 +98,7 @@ def test_model_config_from_flags():
         checks.check_encoder(49, 1024)
 
 
-def test_training_config_maps_the_seeds_flags():
+def test_training_config_maps_imcap_keras_flags():
     """Each flag lands in the field that says what it means, and the stages follow
     --cnntrain / -ftnepochs."""
     config = training_config(imcap_args.parse_args([
@@ -126,7 +126,7 @@ def test_training_config_maps_the_seeds_flags():
     ([sys.executable, "args.py", "--help"], os.path.join(REPO, "imcap")),
     ([sys.executable, "-m", "imcap.args", "--help"], REPO),
 ])
-def test_help_as_the_seed_documents_it(command, cwd):
+def test_help_as_imcap_keras_documents_it(command, cwd):
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     for flag in ("-model_name", "--sgate", "-es_metric", "-finetune_start_layer", "-cnn_weights"):

@@ -601,7 +601,7 @@ def test_odd_images_and_captions_are_preprocessed(tmp_path, capsys):
     assert deep.max() > 200  # 16-bit values scaled to 8 bits, not clipped to 255 everywhere
     assert deep.std() > 10
     rows = order.index("deep.png")
-    assert ends[rows] - starts[rows] + 1 == 2  # the empty caption kept, as the seed did
+    assert ends[rows] - starts[rows] + 1 == 2  # the empty caption kept, as imcap_keras did
     # lengths count <start> and <eos>: the empty caption is "<start> <eos>"
     assert sorted(lengths[starts[rows] - 1:ends[rows]]) == [2, 5]
 

@@ -165,7 +165,7 @@ def rewrite_config(path, out, scale, center, workdir):
         target.write(weights_path, "model.weights.h5")
 
 
-def test_dropout_zeros_what_the_seeds_final_model_drops(monkeypatch):
+def test_dropout_zeros_what_imcap_keras_final_model_drops(monkeypatch):
     """--dr drops, in this order, what imcap_keras HEAD's model.py drops (lines 66-173): Vg_,
     Vi, the word embedding, lstm_in, zh_linear, the key sums, zs_linear, the sentinel's key sum
     and the output MLP's tanh (mlp_in_tanh_dp); the LSTM draws one recurrent mask per gate (5)
@@ -213,7 +213,7 @@ def test_dropout_zeros_what_the_seeds_final_model_drops(monkeypatch):
 
 
 def test_without_the_sentinel_the_lstm_has_no_sentinel_gate():
-    """The seed's LSTM_sent(sentinel=False): four gates, no sentinel weights."""
+    """imcap_keras' LSTM_sent(sentinel=False): four gates, no sentinel weights."""
     for sgate, gates in ((True, 5), (False, 4)):
         model = Captioner(tiny_config(use_sentinel=sgate))
         names = sorted(w.path.split("/")[-1] for w in model.get_layer("hs").weights)
@@ -269,7 +269,7 @@ def test_config_errors():
         CaptionerConfig.from_dict(dict(tiny_config().to_dict(), colour="red"))
 
 
-def test_a_checkpoint_from_before_the_seeds_final_model_is_refused_in_one_line(tmp_path):
+def test_a_checkpoint_from_before_imcap_keras_final_model_is_refused_in_one_line(tmp_path):
     """A .keras saved before model version 2 (its config has no model_version) would compute
     another function with these layers: loading it is one line naming what changed."""
     import zipfile
@@ -297,7 +297,7 @@ def test_a_checkpoint_from_before_the_seeds_final_model_is_refused_in_one_line(t
 
 
 def test_a_config_saved_with_sgate_reads_as_use_sentinel():
-    """Checkpoints before the rename stored the seed's flag name; they compute the same."""
+    """Checkpoints before the rename stored imcap_keras' flag name; they compute the same."""
     values = tiny_config().to_dict()
     values["sgate"] = values.pop("use_sentinel")
     assert CaptionerConfig.from_dict(values) == tiny_config()

@@ -73,7 +73,7 @@ def test_the_readme_coco_recipe_runs_as_written(tmp_path):
     for stage, epoch_of in (("frozen", "1/2"), ("frozen", "2/2"), ("finetune", "1/1")):
         line = epoch.format(stage, epoch_of)
         assert re.search(line, log) and re.search(line, done.stdout), line  # log and terminal
-    # the seed's `python train.py --sgate` from imcap/: the log's path and one line per epoch in
+    # imcap_keras' `python train.py --sgate` from imcap/: the log's path and one line per epoch in
     # the terminal, no TensorFlow start-up noise, no Keras progress lines
     assert f"logging to {log_file}" in done.stdout
     assert "stage frozen: 2 epochs" in done.stdout

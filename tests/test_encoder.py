@@ -24,7 +24,7 @@ def test_region_grids(cnn, size, layer, grid):
     assert out.shape == (1,) + grid
 
 
-def test_resnet_at_the_seeds_size_gives_8x8x2048():
+def test_resnet_at_imcap_keras_size_gives_8x8x2048():
     assert build_encoder("resnet", "none", 256).output.shape[1:] == (64, 2048)
 
 

@@ -53,7 +53,7 @@ def test_scores_equal_cocoevalcap_on_the_results_images(fixture, monkeypatch, ca
     coco = COCO(ann_file)
     coco_results = coco.loadRes(results_file)
     reference = cocoeval.COCOEvalCap(coco, coco_results)
-    reference.params["image_id"] = coco_results.getImgIds()  # as the seed's eval_caps
+    reference.params["image_id"] = coco_results.getImgIds()  # as imcap_keras' eval_caps
     reference.evaluate()
     capsys.readouterr()
     assert {m: scores["overall"][m] for m in METRICS} == {m: reference.eval[m] for m in METRICS}
@@ -100,7 +100,7 @@ def test_spice_without_its_models_is_a_message_not_a_crash(fixture):
     assert "SPICE" not in scores["overall"] and "CIDEr" in scores["overall"]
 
 
-def test_the_seeds_command_from_coco_caption(fixture, tmp_path):
+def test_imcap_keras_command_from_coco_caption(fixture, tmp_path):
     results_file, ann_file, _ = fixture
     out_file = tmp_path / "scores.json"
     done = subprocess.run([sys.executable, "eval_caps.py", "-results_file", results_file,

@@ -114,17 +114,17 @@ def test_eval_mode_keeps_order_and_yields_ids(shapes_prepro, stored):
     np.testing.assert_array_equal(words[:, 0], arrays["labels"][first_rows, :-1])
 
 
-def test_reads_a_file_laid_out_like_the_seeds(shapes_prepro, stored, tmp_path):
-    """The seed wrote contiguous (unchunked) datasets; the loader reads those too."""
+def test_reads_a_file_laid_out_like_imcap_keras_files(shapes_prepro, stored, tmp_path):
+    """imcap_keras wrote contiguous (unchunked) datasets; the loader reads those too."""
     arrays, _ = stored
-    h5 = tmp_path / "seed.h5"
+    h5 = tmp_path / "imcap_keras.h5"
     with h5py.File(h5, "w") as f:
         for name, values in arrays.items():
             f.create_dataset(name, data=values)
     ours = collect(CaptionData(*shapes_prepro, "test").dataset(2, RESNET, training=False))
-    seeds = collect(CaptionData(str(h5), shapes_prepro[1], "test").dataset(2, RESNET,
-                                                                         training=False))
-    for p, q in zip(ours, seeds):
+    theirs = collect(CaptionData(str(h5), shapes_prepro[1], "test").dataset(2, RESNET,
+                                                                          training=False))
+    for p, q in zip(ours, theirs):
         np.testing.assert_array_equal(p[0]["images"], q[0]["images"])
         np.testing.assert_array_equal(p[3], q[3])
 

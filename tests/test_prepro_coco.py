@@ -1,4 +1,4 @@
-"""prepro_coco.py: the seed's exact output, the three inputs, splits, images, ground truth, and
+"""prepro_coco.py: imcap_keras' exact output, the three inputs, splits, images, ground truth, and
 bad input."""
 
 import json
@@ -39,7 +39,7 @@ def write_raw(path, images):
     return path
 
 
-# --- the seed's output, golden values derived by hand --------------------------------------
+# --- imcap_keras' output, golden values derived by hand -----------------------------------
 
 def golden_images():
     """Six images; every word is common (count > 5) except 'red' and 'ball' (exactly 5 each),
@@ -57,17 +57,17 @@ GOLDEN_VOCAB = {"1": "<start>", "2": "a", "3": "dogs", "4": "toy", "5": "<eos>",
 CAPTION_1 = [1, 2, 3, 4, 5] + [0] * 13
 CAPTION_2 = [1, 6, 7, 8, 9, 5] + [0] * 12
 CAPTION_RED_BALL = [1, 2, 10, 10, 5] + [0] * 13
-CAPTION_LONG = [1] + [2] * 17  # 22 tokens clipped to 18: <eos> is lost, as in the seed
+CAPTION_LONG = [1] + [2] * 17  # 22 tokens clipped to 18: <eos> is lost, as in imcap_keras
 
 
-def test_seed_defaults_give_the_hand_derived_output(tmp_path):
+def test_imcap_keras_defaults_give_the_hand_derived_output(tmp_path):
     images = golden_images()
     run(["--input_json", write_raw(tmp_path / "raw.json", images), "--no_images",
          "--output_json", tmp_path / "d.json", "--output_h5", tmp_path / "d.h5"])
     arrays, info = read_outputs(tmp_path)
     order = list(range(6))
     random.seed(123)
-    random.shuffle(order)  # the seed shuffles the image list exactly like this
+    random.shuffle(order)  # imcap_keras shuffles the image list exactly like this
     assert info["ix_to_word"] == GOLDEN_VOCAB
     assert list(info["ix_to_word"]) == [str(i) for i in range(1, 11)]
     assert info["images"] == [{"split": "val", "file_path": f"img/{10 + k}.png", "id": 10 + k}
@@ -86,10 +86,10 @@ def test_seed_defaults_give_the_hand_derived_output(tmp_path):
     for name in ("label_start_ix", "label_end_ix", "label_length"):
         assert arrays[name].dtype == np.uint32
     assert "images" not in arrays  # --no_images
-    # the JSON is what json.dump writes for the seed's dict, byte for byte
-    seed_dict = {"ix_to_word": {int(k): v for k, v in GOLDEN_VOCAB.items()},
+    # the JSON is what json.dump writes for imcap_keras' dict, byte for byte
+    imcap_keras_dict = {"ix_to_word": {int(k): v for k, v in GOLDEN_VOCAB.items()},
                  "images": info["images"]}
-    assert (tmp_path / "d.json").read_text() == json.dumps(seed_dict)
+    assert (tmp_path / "d.json").read_text() == json.dumps(imcap_keras_dict)
 
 
 def test_random_split_sizes(tmp_path):
@@ -431,7 +431,7 @@ def test_command_line_entry_points(tmp_path, how):
 
 
 def test_the_vocabulary_from_every_split_or_from_training_only(tmp_path):
-    """The seed counts every split's captions; --vocab_from train leaves words only val and
+    """imcap_keras counts every split's captions; --vocab_from train leaves words only val and
     test captions hold out (they become UNK), as a vocabulary that never sees the test set."""
     images = [{"filename": f"{i}.jpg", "imgid": i, "split": split,
                "sentences": [{"raw": caption}]}

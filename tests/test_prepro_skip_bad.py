@@ -15,7 +15,7 @@ from imcap.data import sources
 
 def tiny_coco_copy(shapes_dir, tmp_path):
     """A copy of the tiny shapes set (30 images) that a test may break; and its 30 records in
-    the order prepro_coco writes them (the seed's shuffle)."""
+    the order prepro_coco writes them (imcap_keras' shuffle)."""
     root = tmp_path / "coco"
     shutil.copytree(shapes_dir, root)
     records = sources.load_coco(str(root))
@@ -45,7 +45,7 @@ def read_json(path):
 
 def test_random_split_is_drawn_after_dropping(shapes_dir, tmp_path, capsys):
     root, order = tiny_coco_copy(shapes_dir, tmp_path)
-    # three of the four images the seed's split puts first are bad: with the split drawn before
+    # three of the four images imcap_keras' split puts first are bad: with the split drawn before
     # dropping, val and test would get 1 and 2 images instead of 2 and 2
     missing, corrupt = [order[0], order[2], order[17]], [order[3]]
     break_images(root, missing, corrupt)

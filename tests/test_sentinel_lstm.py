@@ -170,7 +170,7 @@ def test_masked_sequence_of_unknown_length():
 
 
 def test_recurrent_dropout_draws_one_mask_per_gate():
-    """The seed's B_U: gate j sees h_{t-1} under its own mask. The layer's output with masks
+    """imcap_keras' B_U: gate j sees h_{t-1} under its own mask. The layer's output with masks
     drawn by the layer equals a NumPy recurrence using those masks gate by gate."""
     x = np.random.default_rng(7).normal(size=(3, 4, 5)).astype("float32")
     layer = SentinelLSTM(6, recurrent_dropout=0.5)
@@ -226,8 +226,8 @@ def test_recurrent_dropout_in_the_while_loop_equals_the_unrolled_steps(use_senti
 
 
 def test_without_the_sentinel_it_is_keras_lstm():
-    """use_sentinel=False: no sentinel weights, no s_t, and keras.layers.LSTM's numbers (the
-    seed's LSTM_sent(sentinel=False)); its step equals the full sequence."""
+    """use_sentinel=False: no sentinel weights, no s_t, and keras.layers.LSTM's numbers
+    (imcap_keras' LSTM_sent(sentinel=False)); its step equals the full sequence."""
     x = np.random.default_rng(8).normal(size=(2, 5, 3)).astype("float32")
     layer = SentinelLSTM(4, use_sentinel=False)
     h, (h_last, m_last) = layer(x)

@@ -84,8 +84,8 @@ def test_beam_search_val_split_and_attention_file(trained):
         assert tuple(f.attrs["vocabulary"].split("\n")) == model.config.vocabulary.words
 
 
-def test_sampling_and_the_seeds_command(trained):
-    """`python test.py` from imcap/, as the seed documents it, with -temperature."""
+def test_sampling_and_imcap_keras_command(trained):
+    """`python test.py` from imcap/, as imcap_keras documents it, with -temperature."""
     folder, _, _ = trained
     done = subprocess.run([sys.executable, "test.py", "-data_folder", str(folder),
                            "-temperature", "0.7", "-results_file", str(folder / "s.json")],

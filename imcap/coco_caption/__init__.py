@@ -1,2 +1,2 @@
-"""``eval_caps.py``, at the seed's path: scores a COCO result JSON (see
+"""``eval_caps.py``, at imcap_keras' path: scores a COCO result JSON (see
 ``imcap.evaluation.scoring``)."""

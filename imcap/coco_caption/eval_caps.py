@@ -1,11 +1,11 @@
-"""Score a COCO result file, as the seed's README runs it:
+"""Score a COCO result file, as imcap_keras' README runs it:
 
     cd imcap/coco_caption && python eval_caps.py -results_file results.json -ann_file gt_file.json
 
 (or ``python -m imcap.coco_caption.eval_caps``, or ``imcap-eval``). BLEU-1..4, METEOR, ROUGE_L
 and CIDEr with pycocoevalcap's own tokenizer and scorers — the numbers COCOEvalCap gives —
 and SPICE with ``--spice`` when its Stanford models are present. Only the images in the
-results are scored (the seed's ``params['image_id'] = cocoRes.getImgIds()``). Overall and
+results are scored (imcap_keras' ``params['image_id'] = cocoRes.getImgIds()``). Overall and
 per-image scores go to ``-out_file`` (default: the results file with ``_scores.json``).
 """
 

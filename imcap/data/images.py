@@ -8,7 +8,7 @@ reduced DCT scale (``Image.draft``: 1/2, 1/4 or 1/8) when the reduced image stil
 decoded at 320x240 for S = 256: decoding and resizing take half the time, for a picture that
 differs from an exact decode by about one grey level on average (bench/prepro.py measures both).
 ``draft_ratio=1`` never decodes below S. The image is then squashed to S x S without cropping,
-as the seed's ``imresize(I, (256, 256))`` did.
+as imcap_keras' ``imresize(I, (256, 256))`` did.
 
 ``folder_images`` lists a folder's image files and ``load_images`` reads a batch of them as one
 (N, S, S, 3) array: what caption.py and imcap-features read.

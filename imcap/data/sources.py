@@ -3,13 +3,13 @@
 A record is a dict ``{"file_path": str, "captions": [str, ...], "id": int or None,
 "split": str or None}``; ``file_path`` is relative to the images root. Three inputs:
 
-1. NeuralTalk2's raw JSON, ``[{"file_path", "captions": [...], "id"}]`` (the seed's input);
+1. NeuralTalk2's raw JSON, ``[{"file_path", "captions": [...], "id"}]`` (imcap_keras' input);
 2. the MS COCO layout (``annotations/captions_{val,train}YEAR.json``, ``images/{val,train}YEAR``),
    read with pycocotools in the order of NeuralTalk2's ``coco_preprocess.ipynb`` (val images,
    then train images), so it gives the same output as the raw JSON that notebook writes;
 3. Karpathy's ``dataset_{coco,flickr8k,flickr30k}.json``, with its splits.
 
-Splits are the seed's random ones (``assign_random_splits``), Karpathy's from the dataset JSON,
+Splits are imcap_keras' random ones (``assign_random_splits``), Karpathy's from the dataset JSON,
 or file-name lists ``coco_{train,restval,val,test}.txt`` in a folder (``apply_split_lists``).
 """
 
@@ -207,7 +207,8 @@ def merge_restval(records, keep_restval):
 
 
 def assign_random_splits(records, num_val, num_test):
-    """The seed's split, on already shuffled records: first ``num_val`` val, next ``num_test`` test.
+    """imcap_keras' split, on already shuffled records: first ``num_val`` val, next ``num_test``
+    test.
 
     Returns the numbers of val and test images assigned (fewer than asked when the records run
     out).

@@ -1,6 +1,6 @@
-"""Caption text processing of the seed's (NeuralTalk2-style) ``prepro_coco.py``, under Python 3.
+"""Caption text processing of imcap_keras' (NeuralTalk2-style) ``prepro_coco.py``, under Python 3.
 
-The rules, kept exactly so that the files written here equal the seed's:
+The rules, kept exactly so that the files written here equal imcap_keras' files:
 
 * a caption is lower-cased, every ASCII punctuation character is deleted (no space is put in its
   place: ``"dog's"`` becomes ``"dogs"``), and it is split on white space;
@@ -26,7 +26,7 @@ _DELETE_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def tokenize(caption):
-    """Returns the seed's token list for one raw caption, markers included."""
+    """Returns imcap_keras' token list for one raw caption, markers included."""
     words = str(caption).lower().translate(_DELETE_PUNCTUATION).strip().split()
     return [START] + words + [END]
 
@@ -190,10 +190,10 @@ def encode_captions(captions_per_image, word_to_ix, max_length):
 
 
 def vocab_report(counts, word_count_threshold, token_lists):
-    """Returns the seed's printed statistics as lines of text.
+    """Returns imcap_keras' printed statistics as lines of text.
 
     Top words, total words, words under the threshold, vocabulary size, the UNK rate and the
-    caption length distribution (markers included), with the seed's wording.
+    caption length distribution (markers included), with imcap_keras' wording.
     """
     lines = ["top words and their counts:"]
     ranked = sorted(((count, word) for word, count in counts.items()), reverse=True)

@@ -2,9 +2,9 @@
 sentinel weight per word (the paper's 1 - beta, "visual grounding probability").
 
 An attention map is the (grid x grid) alpha of a word, upsampled to the image, smoothed with a
-Gaussian of ``sig`` grid cells and cut at ``th`` times its maximum (the seed notebook's two
-knobs, ``sig`` and ``th``), drawn over the image with matplotlib: off-screen when saved to a
-file, with the active backend (inline in a notebook) otherwise.
+Gaussian of ``sig`` grid cells and cut at ``th`` times its maximum (the two knobs of
+imcap_keras' notebook, ``sig`` and ``th``), drawn over the image with matplotlib: off-screen
+when saved to a file, with the active backend (inline in a notebook) otherwise.
 """
 
 import math

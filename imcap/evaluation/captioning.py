@@ -53,7 +53,7 @@ def checked(batches):
 
 def teacher_forced_captions(model, decoder, data, batch_size):
     """``[{"image_id", "caption"}]``: each step's most likely word given the reference's
-    previous words (the seed's ``-es_prev_words gt``), through ``model`` (the captioner, or
+    previous words (imcap_keras' ``-es_prev_words gt``), through ``model`` (the captioner, or
     its features model on cached features)."""
     results = []
     preprocess = preprocessor(decoder.model.config.cnn)

@@ -1,5 +1,5 @@
-"""Spatial attention with a visual sentinel (Lu et al. 2017, eqs. 6-8 and 11-12), as the seed's
-model.py wires it at its final revision (imcap_keras 796b65a, model.py lines 117-173)."""
+"""Spatial attention with a visual sentinel (Lu et al. 2017, eqs. 6-8 and 11-12), as
+imcap_keras' model.py wires it at its final revision (796b65a, model.py lines 117-173)."""
 
 import keras
 from keras import ops
@@ -16,15 +16,15 @@ class AdaptiveAttention(keras.layers.Layer):
     With projected regions V (batch, K, z) and their keys V_e (batch, K, e) computed once per
     image, for each step t of the hidden states h and sentinels s (batch, time, units)::
 
-        h_z = tanh(W_hz h_t)               h_e = W_he h_z                 (seed: zh_linear, zh_embed)
-        s_z = relu(W_sz s_t)               s_e = W_se s_z                 (seed: zs_linear, zs_embed)
-        a_t = w^T tanh([V_e ; s_e] + h_e) + b                             (K + 1 logits, eq. 6 / 12)
-        alpha_hat_t = softmax(a_t)      beta_t = alpha_hat_t[K]           (eq. 12, float32)
+        h_z = tanh(W_hz h_t)         h_e = W_he h_z            (imcap_keras: zh_linear, zh_embed)
+        s_z = relu(W_sz s_t)         s_e = W_se s_z            (imcap_keras: zs_linear, zs_embed)
+        a_t = w^T tanh([V_e ; s_e] + h_e) + b                  (K + 1 logits, eq. 6 / 12)
+        alpha_hat_t = softmax(a_t)   beta_t = alpha_hat_t[K]   (eq. 12, float32)
         c_hat_t = sum_k alpha_hat_t[k] [V ; s_z]_k = beta_t s_z + (1 - beta_t) c_t    (eq. 11)
 
-    and returns ``h_z + c_hat_t`` (the input of the seed's output MLP) with ``alpha_hat_t``.
+    and returns ``h_z + c_hat_t`` (the input of imcap_keras' output MLP) with ``alpha_hat_t``.
     h_e and s_e are linear, as W_g h_t and W_s s_t in the paper and ``zh_embed`` / ``zs_embed`` at
-    the seed's HEAD (its revision 31526ea had tanh and relu there).
+    imcap_keras HEAD (its revision 31526ea had tanh and relu there).
     Without the sentinel the softmax runs over the K regions only (eqs. 6-8).
 
     With a ``region_mask`` (images with fewer than K real regions, padded), the logits of the
@@ -33,10 +33,10 @@ class AdaptiveAttention(keras.layers.Layer):
     is always there. Without the sentinel every image needs at least one real region.
 
     Args:
-        z_dim: size of the projected regions, h_z and s_z (the seed's ``-z_dim``).
-        emb_dim: size of the attention keys (the seed's ``-emb_dim``).
-        use_sentinel: attend to the sentinel as a (K + 1)-th slot (the seed's ``--sgate``).
-        dropout: the seed's ``--dr`` dropout on h_z, s_z and the key sums (before their tanh),
+        z_dim: size of the projected regions, h_z and s_z (imcap_keras' ``-z_dim``).
+        emb_dim: size of the attention keys (imcap_keras' ``-emb_dim``).
+        use_sentinel: attend to the sentinel as a (K + 1)-th slot (imcap_keras' ``--sgate``).
+        dropout: imcap_keras' ``--dr`` dropout on h_z, s_z and the key sums (before their tanh),
             during training.
         sentinel_dropout: during training, the fraction of sequences whose sentinel is switched
             off (beta = 0 at every step), so the decoder must learn to look at the image.

@@ -83,7 +83,7 @@ class Backbone:
 
 # finetune_start_layer: the index just past each network's stem, so that stage 2 trains every
 # stage above it and leaves the low-level filters of the stem as ImageNet made them.
-# - ResNets: 6, pool1_pool, as the seed's default; 0-5 are the input, conv1_pad, conv1_conv,
+# - ResNets: 6, pool1_pool, as imcap_keras' default; 0-5 are the input, conv1_pad, conv1_conv,
 #   conv1_bn, conv1_relu and pool1_pad. pool1_pool has no weights, so the first layer trained
 #   is conv2_block1_1_conv. ResNet-101 and -152 share ResNet-50's stem, so also 6.
 # - VGGs: 3, block1_pool. VGG has no stem of its own; block1 (two 3x3 convolutions at full
@@ -97,7 +97,7 @@ class Backbone:
 _ENTRIES = (
     Backbone(name="resnet", application="ResNet50", preprocessing="caffe",
              default_layer=None, finetune_start_layer=6, min_image_size=32,
-             description="ResNet-50 (He et al. 2016), the seed's encoder"),
+             description="ResNet-50 (He et al. 2016), imcap_keras' encoder"),
     Backbone(name="resnet101", application="ResNet101", preprocessing="caffe",
              default_layer=None, finetune_start_layer=6, min_image_size=32,
              description="ResNet-101 (He et al. 2016)"),

@@ -9,7 +9,7 @@ from imcap.models.backbones import BACKBONES
 CNN_NAMES = tuple(BACKBONES)  # backbones.py imports no Keras either
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 STANDARDIZE = ("none", "channel", "position")
-MODEL_VERSION = 2  # 2: the seed's final model (issue 14); 1: before, an earlier revision's
+MODEL_VERSION = 2  # 2: imcap_keras' final model (issue 14); 1: before, an earlier revision's
 
 
 @dataclasses.dataclass
@@ -35,21 +35,22 @@ class CaptionerConfig:
             standardisation (a region set has no positions).
         features_source: where the precomputed features it was trained on came from (the
             ``-features`` path), for the record; None for a captioner trained on images.
-        emb_dim, z_dim, lstm_dim: the seed's ``-emb_dim``, ``-z_dim``, ``-lstm_dim``.
-        dr_ratio: the LSTM's recurrent dropout, one mask per gate (the seed's ``-dr_ratio``, always
-            on; its input dropout never took effect), and the rate of ``dropout_layers``.
-        dropout_layers: the seed's ``--dr``: dropout at rate ``dr_ratio`` after the image
+        emb_dim, z_dim, lstm_dim: imcap_keras' ``-emb_dim``, ``-z_dim``, ``-lstm_dim``.
+        dr_ratio: the LSTM's recurrent dropout, one mask per gate (imcap_keras'
+            ``-dr_ratio``, always on; its input dropout never took effect), and the rate of
+            ``dropout_layers``.
+        dropout_layers: imcap_keras' ``--dr``: dropout at rate ``dr_ratio`` after the image
             projections, the word embedding, the LSTM input, inside the attention and after the
             output MLP.
-        use_sentinel: adaptive attention with the visual sentinel (the seed's ``--sgate``).
-        attention: spatial attention (``False`` is the seed's ``--lstm`` baseline).
+        use_sentinel: adaptive attention with the visual sentinel (imcap_keras' ``--sgate``).
+        attention: spatial attention (``False`` is imcap_keras' ``--lstm`` baseline).
         sent_dropout: fraction of training captions whose sentinel is switched off.
         position_embedding: add a learned position embedding to the region features.
         standardize: ``none`` (raw features), ``channel`` (each channel scaled by its spread)
             or ``position`` (each position's mean removed first): ``FeatureStandardization``,
             whose statistics (of the training split) are weights.
         dtype_policy: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
-        model_version: 2, the seed's final model; a checkpoint without it was saved by an
+        model_version: 2, imcap_keras' final model; a checkpoint without it was saved by an
             earlier imcap (version 1: tanh ``zh_embed``, relu ``zs_embed``, ``--dr`` before the
             output MLP and not on the LSTM input, LSTM input dropout, one recurrent mask) and
             is refused rather than silently computed another way.

@@ -164,7 +164,7 @@ def set_trainable(encoder, finetune_start_layer=None):
     (captioning batches are too small and too correlated to re-estimate them). ConvNeXt's
     LayerNormalization layers keep no statistics (they normalise each position over its
     channels): above the start they are trained like any other layer. ``None`` freezes
-    everything. The seed had this inverted: it trained the layers *below* the index and froze
+    everything. imcap_keras had this inverted: it trained the layers *below* the index and froze
     the rest.
 
     Args:

@@ -17,21 +17,21 @@ class SentinelLSTM(keras.layers.Layer):
     Weights as ``keras.layers.LSTM``'s: ``kernel`` (input, 4 units), ``recurrent_kernel`` (units,
     4 units), ``bias`` (4 units), gates i, f, c, o; with ``use_sentinel`` also the sentinel
     gate's ``sentinel_kernel``, ``sentinel_recurrent_kernel``, ``sentinel_bias``. Without it the
-    layer is a plain LSTM, as the seed's ``LSTM_sent(sentinel=False)``: no sentinel weights, no
-    s_t. Gates are sigmoids (the paper; the seed used hard_sigmoid).
+    layer is a plain LSTM, as imcap_keras' ``LSTM_sent(sentinel=False)``: no sentinel weights, no
+    s_t. Gates are sigmoids (the paper; imcap_keras used hard_sigmoid).
 
     x W of all steps is one product before the recurrence. The input may come in two parts,
     ``[sequence, constant]``: (batch, time, d1) and a per-sequence (batch, d2) joined to every
     step (the captioner's v^g), whose projection is computed once.
 
     Recurrent dropout draws one mask of h_{t-1} per gate (4, or 5 with the sentinel), once per
-    sequence, as the seed's layer does (imcap_keras ``layers/lstm_sent.py``, ``B_U``); only in
-    training (the seed also dropped h_{t-1} when decoding, a bug not kept).
+    sequence, as imcap_keras' layer does (``layers/lstm_sent.py``, ``B_U``); only in
+    training (imcap_keras also dropped h_{t-1} when decoding, a bug not kept).
 
     Args:
         units: size of h_t, m_t and s_t.
         dropout: fraction of the input units dropped (one mask per sequence, all steps and
-            gates). The seed's ``dropout_W`` never took effect (Keras 1's ``consume_less='cpu'``
+            gates). imcap_keras' ``dropout_W`` never took effect (Keras 1's ``consume_less='cpu'``
             path ignored it); the captioner leaves this at 0.
         recurrent_dropout: fraction of h_{t-1} units dropped before U (one mask per gate and
             sequence).

@@ -120,7 +120,7 @@ def check_space(path, need, what):
 
 
 def write_json(path, obj):
-    """Writes ``obj`` as JSON (``json.dump`` defaults, as the seed) and syncs it to disk."""
+    """Writes ``obj`` as JSON (``json.dump`` defaults, as imcap_keras) and syncs it to disk."""
     with open(path, "w") as f:
         json.dump(obj, f)
         f.flush()

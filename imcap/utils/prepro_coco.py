@@ -1,6 +1,6 @@
 """Preprocess a captioning dataset into the NeuralTalk2 JSON + HDF5 that imcap trains on.
 
-Usage (from ``imcap/utils``, as the seed documents it; or ``python -m imcap.utils.prepro_coco``,
+Usage (from ``imcap/utils``, as imcap_keras documents it; or ``python -m imcap.utils.prepro_coco``,
 or ``imcap-prepro``)::
 
     python prepro_coco.py --input_json coco_raw.json --output_json OUT.json \\
@@ -19,7 +19,7 @@ Input, one of:
   ``dataset_flickr30k.json`` (``{"images": [{"filepath"?, "filename", "split",
   "sentences": [{"raw"}], "cocoid" or "imgid"}]}``), splits included.
 
-Splits: the seed's random split (after ``random.seed(123); random.shuffle``, the first
+Splits: imcap_keras' random split (after ``random.seed(123); random.shuffle``, the first
 ``--num_val`` images are val, the next ``--num_test`` test, the rest train), Karpathy's from its
 JSON, or ``--splits_dir`` holding ``coco_{train,restval,val,test}.txt`` file-name lists.
 ``restval`` joins train unless ``--keep_restval``.
@@ -40,9 +40,9 @@ Output:
   stops, when too few remain for them and one train image); a given split keeps each image's split
   (and the run stops when its val or test images are all gone).
 
-Text processing is the seed's, exactly (see ``imcap.data.vocabulary``): with the seed's defaults the
-labels, pointers, lengths, vocabulary and image list equal what the seed's script writes under
-Python 3. Every output is written under ``<name>.partial`` and renamed when complete.
+Text processing is exactly imcap_keras' (see ``imcap.data.vocabulary``): with imcap_keras'
+defaults the labels, pointers, lengths, vocabulary and image list equal what its script writes
+under Python 3. Every output is written under ``<name>.partial`` and renamed when complete.
 """
 
 import contextlib
@@ -96,7 +96,7 @@ def process_text(records, params, random_split):
     if random_split and train_only:  # the vocabulary needs the splits first
         print("assigned %d to val, %d to test." % sources.assign_random_splits(
             records, params["num_val"], params["num_test"]))
-    # the seed (and NeuralTalk2) counts the captions of every split; --vocab_from train, the
+    # imcap_keras (and NeuralTalk2) counts the captions of every split; --vocab_from train, the
     # training images' (train and restval) only
     flat = [t for record, image_tokens in zip(records, tokens) for t in image_tokens
             if not train_only or record["split"] in ("train", "restval")]
@@ -131,7 +131,7 @@ def write_labels(h5_file, labels, label_start_ix, label_end_ix, label_length):
 
 
 def output_json(words, records):
-    """The seed's output JSON: 1-based vocabulary and the image list in HDF5 order."""
+    """imcap_keras' output JSON: 1-based vocabulary and the image list in HDF5 order."""
     images_out = []
     for record in records:
         entry = {"split": record["split"], "file_path": record["file_path"]}
@@ -144,7 +144,7 @@ def output_json(words, records):
 def main(params):
     """Runs the preprocessing; returns the paths written."""
     records = load_records(params)
-    random.seed(123)  # the seed's shuffle, for identical output
+    random.seed(123)  # imcap_keras' shuffle, for identical output
     random.shuffle(records)
     random_split, given = records[0]["split"] is None, None
     if not random_split:
@@ -209,7 +209,8 @@ def get_parser():
         description="Preprocess captions and images into NeuralTalk2 JSON + HDF5 for imcap.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input_json", default="./coco_raw.json",
-                        help="NeuralTalk2 raw json [{file_path, captions, id}] (the seed's input)")
+                        help="NeuralTalk2 raw json [{file_path, captions, id}] "
+                             "(imcap_keras' input)")
     source.add_argument("--coco_path", default=None,
                         help="MS COCO folder with annotations/captions_{train,val}YEAR.json and "
                              "images/{train,val}YEAR")
@@ -220,8 +221,8 @@ def get_parser():
     parser.add_argument("--splits_dir", default=None,
                         help="folder with coco_{train,restval,val,test}.txt file-name lists")
     parser.add_argument("--vocab_from", default="all", choices=["all", "train"],
-                        help="count the words of every split's captions (the seed's, "
-                             "NeuralTalk2's) or of the training images' only (val/test words "
+                        help="count the words of every split's captions (as imcap_keras "
+                             "and NeuralTalk2 do) or of the training images' only (val/test words "
                              "unseen in training become UNK)")
     parser.add_argument("--keep_restval", action="store_true",
                         help="keep Karpathy's restval as its own split (default: it joins train)")
