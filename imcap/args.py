@@ -34,7 +34,7 @@ FALSE_WORDS = {"false", "0", "no", "n", "off"}
 TEST_FLAGS = ("model_name", "h5file", "json_file", "model_file", "data_folder", "seqlen", "seed",
               "bs", "bsize", "temperature", "length_penalty", "ban_unk", "remove_bad_endings",
               "split", "results_file",
-              "save_attention", "cnn_train", "features")
+              "save_attention", "cnn_train", "scst", "features")
 METRICS = ["loss", "CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "ROUGE_L", "METEOR"]
 
 
@@ -186,6 +186,17 @@ def get_parser(prog=None):
                   help="epochs with the CNN frozen")
     parser.option("ftnepochs", default=30, type=non_negative(int),
                   help="epochs fine-tuning the CNN")
+    parser.option("scst_epochs", default=0, type=non_negative(int),
+                  help="epochs of self-critical training (stage 3, reward CIDEr-D) after the "
+                       "other stages, or alone from -model_file with -nepochs 0")
+    parser.option("scst_lr", default=5e-5, type=positive(float), help="SCST learning rate")
+    parser.option("scst_sample_n", default=5, type=positive(int),
+                  help="SCST: captions sampled per image")
+    parser.option("scst_baseline", default="mean", choices=["mean", "greedy"],
+                  help="SCST: a sample's baseline is the mean reward of the image's other "
+                       "samples, or its greedy caption's reward")
+    parser.option("scst_max_length", default=None, type=positive(int),
+                  help="SCST: sampled caption length with <start> and <eos> (None: -seqlen)")
     parser.option("pat", default=5, type=positive(int), help="early-stopping patience")
     parser.option("workers", default=2, type=positive(int),
                   help="unused by the seed's Keras 2 loader; tf.data tunes its own parallelism")
@@ -221,6 +232,8 @@ def get_parser(prog=None):
                        "-model_file (e.g. stage 1's DATA_FOLDER/models/MODEL_NAME_best.keras; "
                        "without it, from a new model); test.py: test the fine-tuned checkpoint, "
                        "MODEL_NAME_cnntrain_best.keras")
+    parser.switch("scst", "scst", help="test.py: test the self-critical checkpoint, "
+                  "MODEL_NAME_scst_best.keras")
     lstm = parser.add_argument(
         "--lstm", dest="attlstm", nargs="?", const=False, default=True, type=negated_bool,
         metavar="BOOL",

@@ -2,8 +2,8 @@
 ``python test.py`` (from ``imcap/``), ``python -m imcap.test`` or ``imcap-test``.
 
 Loads ``-model_file`` (default: ``DATA_FOLDER/models/MODEL_best.keras``, or
-``MODEL_cnntrain_best.keras`` with ``--cnntrain``), rebuilt from the config inside the
-checkpoint, and decodes ``-split`` (default test) of the preprocessed data in batches of
+``MODEL_cnntrain_best.keras`` with ``--cnntrain``, ``MODEL_scst_best.keras`` with ``--scst``),
+rebuilt from the config inside the checkpoint, and decodes ``-split`` (default test) of the preprocessed data in batches of
 ``-bs`` images: greedy, beam search with ``-bsize K`` (``-length_penalty``), or sampling with
 ``-temperature T``; at most ``-seqlen`` words with ``<start>`` and ``<eos>``. With ``-features
 PATH`` it reads the split's precomputed region features instead of its images (a features file
@@ -33,10 +33,12 @@ def run_folder(args):
 
 
 def checkpoint_path(args):
-    """``-model_file``, or the best checkpoint of stage 1 (stage 2 with --cnntrain)."""
+    """``-model_file``, or the best checkpoint of stage 1 (stage 2 with --cnntrain, the
+    self-critical stage with --scst)."""
     if args.model_file:
         return args.model_file
-    return run_folder(args).best("finetune" if args.cnn_train else "frozen")
+    stage = "scst" if args.scst else "finetune" if args.cnn_train else "frozen"
+    return run_folder(args).best(stage)
 
 
 def method_name(args):

@@ -27,7 +27,7 @@ FILE_ONLY = {"file_only": True}  # a record for the log file that the terminal a
 
 def training_config(args):
     """The ``TrainingConfig`` the parsed flags describe (the seed's names, mapped once)."""
-    from imcap.training.config import OptimizerConfig, TrainingConfig
+    from imcap.training.config import OptimizerConfig, ScstConfig, TrainingConfig
 
     model = dict(
         max_length=args.seqlen, cnn=args.cnn, cnn_weights=args.cnn_weights,
@@ -41,8 +41,14 @@ def training_config(args):
         accumulation=args.accum, cnn_multiplier=args.lrmult_conv if args.lrmults else None)
     if args.features and args.cnn_train:
         raise ValueError("--cnntrain fine-tunes the CNN, and with -features there is none")
-    stages = ("finetune",) if args.cnn_train else ("frozen",) + (
+    stages = ("finetune",) if args.cnn_train else ("frozen",) * bool(args.nepochs) + (
         ("finetune",) if args.ftnepochs and not args.features else ())
+    stages += ("scst",) * bool(args.scst_epochs)
+    if not stages:
+        raise ValueError("nothing to train: -nepochs, -ftnepochs and -scst_epochs are all 0")
+    if stages == ("scst",) and not args.model_file:
+        raise ValueError("self-critical training alone (-nepochs 0 -scst_epochs N) starts from "
+                         "a trained model: pass -model_file")
     return TrainingConfig(
         folder=args.data_folder, json_file=args.json_file, h5file=args.h5file,
         model_name=args.model_name, model=model, expected_vocab_size=args.vocab_size,
@@ -54,7 +60,10 @@ def training_config(args):
         cache_features=args.precompute_feats, features=args.features,
         checkpoint_every=args.ckpt_every, metric=args.es_metric, patience=args.pat,
         teacher_forced=args.es_prev_words == "gt", max_length=args.seqlen, seed=args.seed,
-        strategy=args.strategy)
+        strategy=args.strategy, scst=ScstConfig(
+            epochs=args.scst_epochs, learning_rate=args.scst_lr, sample_n=args.scst_sample_n,
+            baseline=args.scst_baseline, max_length=args.scst_max_length or args.seqlen,
+            ban_unk=args.ban_unk, remove_bad_endings=args.remove_bad_endings))
 
 
 def check_inputs(run, config):

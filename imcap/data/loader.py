@@ -14,7 +14,8 @@ where ``T`` is the HDF5's ``max_length`` (``words = labels[:, :-1]``, ``y = labe
 Training draws ``N`` random captions per image each epoch (the seed's behaviour is ``N = 1``) and
 shuffles images, both seeded by ``(seed, epoch)`` so that an epoch can be replayed exactly.
 Evaluation keeps the stored order, takes the first ``N`` captions, and appends the image ids:
-``(x, y, sample_weight, image_ids)``. The last partial batch is always kept.
+``(x, y, sample_weight, image_ids)`` (training does too with ``with_ids``). The last partial
+batch is always kept.
 """
 
 import contextlib
@@ -165,12 +166,13 @@ class CaptionData:
         return images.transpose(0, 2, 3, 1)
 
     def dataset(self, batch_size, preprocess=None, training=True, seq_per_img=1, seed=123,
-                epoch=0):
+                epoch=0, with_ids=None):
         """The ``tf.data.Dataset`` of one epoch (see the module docstring).
 
         ``preprocess(images, bgr=...)`` turns a batch of (B, S, S, 3) uint8 images into the
         encoder's input (``imcap.models.preprocessing.preprocessor``); it is needed for images,
-        not for features. When it ``wants_bgr`` (caffe preprocessing) the loader flips the
+        not for features. ``with_ids`` appends the image ids (default: when not
+        ``training``; self-critical training wants them too). When it ``wants_bgr`` (caffe preprocessing) the loader flips the
         channels in NumPy, where it costs almost nothing (``tf.reverse`` is slow on CPU).
         """
         if batch_size < 1:
@@ -184,7 +186,8 @@ class CaptionData:
                              "(preprocess=imcap.models.preprocessing.preprocessor(cnn))")
         order, rows = self.epoch_plan(seq_per_img, seed, epoch, training)
         captions = self.labels[rows]  # (n, N, T)
-        slices = (order, captions) + (() if training else (self.image_ids[order],))
+        with_ids = not training if with_ids is None else with_ids
+        slices = (order, captions) + ((self.image_ids[order],) if with_ids else ())
 
         wants_bgr = getattr(preprocess, "wants_bgr", True)
 

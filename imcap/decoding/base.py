@@ -99,10 +99,12 @@ class Decoder:
         """The arguments of ``_decode_graph`` for the ``call``-th decode."""
         return (inputs,)
 
-    def graph(self, inputs, num_regions=None):
+    def graph(self, inputs, num_regions=None, call=0):
         """The decoding as tensors, to call inside another ``tf.function`` (e.g. a serving
-        signature): the same dict as ``decode``."""
-        return self._decode_graph(*self._arguments(self._with_counts(inputs, num_regions), 0))
+        signature or a training step): the same dict as ``decode``. ``call`` (an int or a
+        scalar tensor) is the sampler's call count, part of its seed."""
+        return self._decode_graph(*self._arguments(self._with_counts(inputs, num_regions),
+                                                   call))
 
     def decode(self, inputs, num_regions=None):
         """A dict of NumPy arrays for a batch of images (or features, and their

@@ -9,7 +9,7 @@ class GreedyDecoder(Decoder):
     """Batched greedy decoding: the most likely word at each step."""
 
     def _arguments(self, inputs, call):
-        return inputs, tf.constant([0, call], tf.int64)
+        return inputs, _seed(0, call)
 
     def _choose(self, log_probs, seed, step):
         return tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
@@ -64,9 +64,14 @@ class SamplingDecoder(GreedyDecoder):
         super().__init__(model, max_length, from_features, suppress_eos, **options)
 
     def _arguments(self, inputs, call):
-        return inputs, tf.constant([self.seed, call], tf.int64)
+        return inputs, _seed(self.seed, call)
 
     def _choose(self, log_probs, seed, step):
         scaled = log_probs / self.temperature
         sample_seed = tf.stack([seed[0], seed[1] * 1000 + tf.cast(step, tf.int64)])
         return tf.cast(tf.random.stateless_categorical(scaled, 1, sample_seed)[:, 0], tf.int32)
+
+
+def _seed(seed, call):
+    """The (2,) int64 seed of a decode: ``seed`` and the call count (an int or a tensor)."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(call, tf.int64)])

@@ -37,17 +37,22 @@ class CiderD:
             the corpus of the document frequencies.
         n: the longest n-gram (4).
         sigma: the length penalty's spread (6).
+        document_frequency: ``{n-gram tuple: images}`` of ``references`` stored by an
+            earlier ``CiderD`` (``document_frequency`` attribute), or None to count them.
     """
 
-    def __init__(self, references, n=4, sigma=6.0):
+    def __init__(self, references, n=4, sigma=6.0, document_frequency=None):
         if not references:
             raise ValueError("CiderD needs references for at least one image, got none.")
         self.n, self.sigma = n, float(sigma)
+        self.captions = references
         counted = {image_id: [ngram_counts(c, n) for c in captions]
                    for image_id, captions in references.items()}
-        self.document_frequency = collections.Counter()
-        for refs in counted.values():
-            self.document_frequency.update({g for ref in refs for g in ref})
+        if document_frequency is None:
+            document_frequency = collections.Counter()
+            for refs in counted.values():
+                document_frequency.update({g for ref in refs for g in ref})
+        self.document_frequency = collections.Counter(document_frequency)
         self.log_documents = math.log(float(len(counted)))
         # each reference as (tf-idf vector per n, norms, length), computed once
         self.references = {image_id: [self._vector(ref) for ref in refs]

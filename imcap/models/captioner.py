@@ -142,6 +142,13 @@ class Captioner(keras.Model):
                                        region_mask=None if mask is None else expanded[4])
         return self.collapse_captions([logits, words])
 
+    def features_logits(self, features, words, num_regions=None):
+        """Teacher-forced logits (B, N, T, V) float32 from region features (B, K, D), words
+        (B, N, T) and, with ``variable_regions``, ``num_regions`` (B,), without dropout: what
+        ``features_model()`` computes, as a function (self-critical training's log p)."""
+        mask = None if num_regions is None else region_mask(num_regions, ops.shape(features)[1])
+        return self._logits_graph(features, words, mask)
+
     def features_model(self):
         """A model from precomputed region features (``{"features", "words"}``) to logits that
         shares this captioner's decoder layers, and so its weights: training it trains this

@@ -7,6 +7,18 @@ The trainer reads this, never the parsed command line: the flags keep the seed's
 import dataclasses
 
 from imcap.models.config import CaptionerConfig
+from imcap.utils.fileio import DataError
+
+
+# the model settings a resumed run must repeat: they shape the network and its training
+ARCHITECTURE = ("cnn", "cnn_layer", "image_size", "emb_dim", "z_dim", "lstm_dim", "use_sentinel",
+                "attention", "dropout_layers", "dr_ratio", "sent_dropout",
+                "position_embedding", "standardize", "dtype_policy")
+
+# their flags, where the names differ
+FLAGS = {"image_size": "-imsize", "use_sentinel": "--sgate", "attention": "--lstm",
+         "dropout_layers": "--dr", "position_embedding": "--position_embedding",
+         "dtype_policy": "-dtype / --mixed_precision"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +52,33 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScstConfig:
+    """Self-critical training, the third stage (``imcap.training.scst``).
+
+    Attributes:
+        epochs: at most this many epochs (``-scst_epochs``; 0: no such stage).
+        learning_rate: ``-scst_lr``; sample_n: captions sampled per image; baseline: ``mean``
+            (of the image's other samples) or ``greedy``; max_length: of a sampled caption,
+            both markers included.
+        ban_unk, remove_bad_endings: the decoding options, for the samples and the baseline.
+    """
+
+    epochs: int = 0
+    learning_rate: float = 5e-5
+    sample_n: int = 5
+    baseline: str = "mean"
+    max_length: int = 18
+    ban_unk: bool = False
+    remove_bad_endings: bool = False
+
+    def __post_init__(self):
+        if self.baseline == "mean" and self.sample_n < 2:
+            raise ValueError(f"-scst_sample_n {self.sample_n} with -scst_baseline mean: the "
+                             f"baseline is the mean of the image's other samples, so at least "
+                             f"2 are needed (or use -scst_baseline greedy)")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """A training run.
 
@@ -51,7 +90,9 @@ class TrainingConfig:
         expected_vocab_size, expected_channels, expected_grid: the seed's check flags
             (``-vocab_size``, ``-nfilters``, ``-convsize``): None, or what the data and the
             encoder must give.
-        stages: ``("frozen",)``, ``("frozen", "finetune")`` or ``("finetune",)`` (--cnntrain).
+        stages: in order, some of ``frozen`` (stage 1), ``finetune`` (stage 2, alone with
+            --cnntrain) and ``scst`` (self-critical training, ``-scst_epochs``); each starts
+            from the best checkpoint of the one before, the first from ``start_from``.
         epochs, finetune_epochs: at most this many epochs per stage.
         learning_rate, finetune_learning_rate: of stage 1 and stage 2.
         optimizer: ``OptimizerConfig``.
@@ -71,6 +112,7 @@ class TrainingConfig:
             greedy ones; max_length: the validation captions' length limit.
         seed: of the weights, dropout and the order of the training captions.
         strategy: ``default``, ``mirrored`` or ``multiworker``.
+        scst: ``ScstConfig``.
     """
 
     folder: str
@@ -101,6 +143,7 @@ class TrainingConfig:
     max_length: int = 18
     seed: int = 123
     strategy: str = "default"
+    scst: ScstConfig = ScstConfig()
 
     def model_config(self, vocabulary):
         """The ``CaptionerConfig`` of a new model for ``vocabulary`` (the JSON's words).
@@ -125,6 +168,19 @@ class TrainingConfig:
                               num_regions=features.max_regions, feature_dim=features.dim,
                               features_source=features.describe()["features"], **variable)
 
+    def check_same_architecture(self, stored, vocabulary, path):
+        """--resume with flags describing another network than the checkpoint's (its
+        ``CaptionerConfig`` ``stored``, from ``path``) is refused, naming the first flag that
+        differs (the checkpoint would silently win otherwise)."""
+        wanted = self.model_config(vocabulary)
+        for name in ARCHITECTURE:
+            have, given = getattr(stored, name), getattr(wanted, name)
+            if have != given:
+                flag = FLAGS.get(name, f"-{name}")
+                raise DataError(f"--resume: checkpoint {path} has {name} {have!r} ({flag}) but "
+                                f"the flags give {given!r}; repeat the flags of the interrupted "
+                                f"run")
+
     def check_encoder(self, num_regions, feature_dim):
         """``-nfilters`` and ``-convsize``, if given, must match the encoder's grid."""
         if self.expected_channels is not None and self.expected_channels != feature_dim:
@@ -136,10 +192,12 @@ class TrainingConfig:
                              f"grid is {side}x{side} ({num_regions} regions); leave it out.")
 
     def stage_epochs(self, stage):
-        return self.finetune_epochs if stage == "finetune" else self.epochs
+        return {"finetune": self.finetune_epochs, "scst": self.scst.epochs}.get(stage,
+                                                                                  self.epochs)
 
     def stage_learning_rate(self, stage):
-        return self.finetune_learning_rate if stage == "finetune" else self.learning_rate
+        return {"finetune": self.finetune_learning_rate,
+                "scst": self.scst.learning_rate}.get(stage, self.learning_rate)
 
     @property
     def maximize(self):

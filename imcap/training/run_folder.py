@@ -3,13 +3,16 @@
 A run lives in a folder (train.py's ``-data_folder``)::
 
     data/{JSON, H5}                        prepro_coco.py's output (read, never written)
-    models/MODEL[_cnntrain]_best.keras     the best checkpoint of stage 1 [stage 2]
-    models/MODEL[_cnntrain]_epochNN_CIDEr5.1234.keras   the same file, named as the seed did
-    models/MODEL[_cnntrain]_best.weights.h5             its weights, written when the stage ends
-    models/MODEL[_cnntrain]_last_TAG.keras  the last checkpoint (TAG: epochNN[_stepNNNNN])
-    models/MODEL[_cnntrain]_last_TAG_optimizer.h5       its optimizer and random-generator state
+    models/MODEL[S]_best.keras             the best checkpoint of a stage, where S is nothing
+                                           (stage 1), _cnntrain (stage 2) or _scst (SCST)
+    models/MODEL[S]_epochNN_CIDEr5.1234.keras   the same file, named as the seed did
+    models/MODEL[S]_best.weights.h5        its weights, written when the stage ends
+    models/MODEL[S]_last_TAG.keras         the last checkpoint (TAG: epochNN[_stepNNNNN])
+    models/MODEL[S]_last_TAG_optimizer.h5  its optimizer and random-generator state
     models/MODEL_state.json                the training state (``TrainingState``)
     models/MODEL_STAGE_log.csv             Keras' CSVLogger, one row per epoch
+    models/MODEL_scst_references.json      SCST's training references and their document
+                                           frequencies (CIDEr-D), computed once
     logs/MODEL.log, logs/tensorboard/MODEL_STAGE/
     results/                               test.py's COCO result JSON, plot_curves.py's figure
     tmp/MODEL_features.h5                  the feature cache of stage 1 (--precompute_feats)
@@ -24,7 +27,8 @@ import os
 
 from imcap.utils.fileio import DataError, write_json_atomic
 
-STAGES = ("frozen", "finetune")
+STAGES = ("frozen", "finetune", "scst")
+SUFFIXES = {"frozen": "", "finetune": "_cnntrain", "scst": "_scst"}  # of each stage's files
 
 
 @dataclasses.dataclass
@@ -134,11 +138,12 @@ class RunFolder:
         return os.path.join(self.data, name)
 
     def _model(self, suffix, stage=None):
-        prefix = self.model_name + ("_cnntrain" if stage == "finetune" else "")
+        prefix = self.model_name + SUFFIXES.get(stage, "")
         return os.path.join(self.models, f"{prefix}_{suffix}")
 
     def best(self, stage="frozen"):
-        """``MODEL_best.keras``, or ``MODEL_cnntrain_best.keras`` for stage 2."""
+        """``MODEL_best.keras``, ``MODEL_cnntrain_best.keras`` for stage 2,
+        ``MODEL_scst_best.keras`` for self-critical training."""
         return self._model("best.keras", stage)
 
     def best_weights(self, stage="frozen"):
@@ -164,6 +169,10 @@ class RunFolder:
 
     def tensorboard(self, stage):
         return os.path.join(self.logs, "tensorboard", f"{self.model_name}_{stage}")
+
+    @property
+    def scst_references(self):
+        return os.path.join(self.models, f"{self.model_name}_scst_references.json")
 
     @property
     def log_file(self):

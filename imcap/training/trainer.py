@@ -1,8 +1,10 @@
-"""The seed's two training stages, with early stopping on a caption metric and checkpoints.
+"""The training stages, with early stopping on a caption metric and checkpoints.
 
 Stage 1 (``frozen``) trains the decoder with the CNN frozen (BatchNormalization in inference
 mode); stage 2 (``finetune``) fine-tunes the CNN from ``finetune_start_layer`` upward at its own
-learning rate, starting from stage 1's best checkpoint, or from ``start_from``.
+learning rate; ``scst`` (self-critical training, ``imcap.training.scst``) trains the decoder on
+its own sampled captions with CIDEr-D as the reward, the CNN frozen again. Each starts from the
+best checkpoint of the stage before it, the first from ``start_from`` (or a new model).
 
 After every epoch the validation split is scored (greedy captions, or teacher-forced ones, or
 the loss) against the ground truth that prepro_coco.py wrote; the last checkpoint, the best one
@@ -22,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from imcap.training import distribute
+from imcap.training import scst as scst_module
 from imcap.evaluation.scoring import load_ground_truth
 from imcap.models.captioner import Captioner
 from imcap.decoding import GreedyDecoder
@@ -41,17 +44,6 @@ from imcap.utils.fileio import DataError, check_writable
 from imcap.data.loader import CaptionData, reading_errors
 
 log = logging.getLogger("imcap.train")
-
-# the model settings a resumed run must repeat: they shape the network and its training
-ARCHITECTURE = ("cnn", "cnn_layer", "image_size", "emb_dim", "z_dim", "lstm_dim", "use_sentinel",
-                "attention", "dropout_layers", "dr_ratio", "sent_dropout",
-                "position_embedding", "standardize", "dtype_policy")
-
-# their flags, where the names differ
-FLAGS = {"image_size": "-imsize", "use_sentinel": "--sgate", "attention": "--lstm",
-         "dropout_layers": "--dr", "position_embedding": "--position_embedding",
-         "dtype_policy": "-dtype / --mixed_precision"}
-
 
 class Trainer:
     """Runs the stages of ``config`` (a ``TrainingConfig``) in ``run`` (a ``RunFolder``)."""
@@ -103,14 +95,13 @@ class Trainer:
                      stage_state.epochs_done, stage_state.steps_done)
             model = saving.load_model(stage_state.last_path, compile=False)
             saving.check_data_matches(model, self.train_data, stage_state.last_path)
-            self.check_same_architecture(model, stage_state.last_path)
+            self.config.check_same_architecture(model.config, self.train_data.vocabulary,
+                                                    stage_state.last_path)
             fit_model = self.prepare(model, stage)
             saving.restore_optimizer(fit_model.optimizer, fit_model.trainable_variables,
                                           stage_state.optimizer_path, model)
             return model, fit_model
-        start = self.config.start_from
-        if stage == "finetune" and not start and "frozen" in self.state.stages:
-            start = self.state.stage("frozen").best_path
+        start = self.stage_start(stage)
         if start:
             log.info("stage %s starts from %s", stage, start)
             model = saving.load_model(start, compile=False)
@@ -118,6 +109,13 @@ class Trainer:
         else:
             model = self.new_model()
         return model, self.prepare(model, stage)
+
+    def stage_start(self, stage):
+        """The checkpoint a stage starts from: the best of the stage before it in this run, or
+        ``start_from`` (-model_file) for the first (None: a new model)."""
+        stages = self.config.stages
+        earlier = stages[:stages.index(stage)]
+        return self.state.stage(earlier[-1]).best_path if earlier else self.config.start_from
 
     def train_stage(self, model, fit_model, stage):
         config, stage_state = self.config, self.state.stage(stage)
@@ -131,8 +129,8 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
         for epoch in range(stage_state.epochs_done, epochs):
             started = time.perf_counter()
-            loss, bad_step = self.train_epoch(model, fit_model, stage, epoch, train_data,
-                                              steps_per_epoch, [csv, board])
+            loss, bad_step, logs = self.train_epoch(model, fit_model, stage, epoch,
+                                                    train_data, steps_per_epoch, [csv, board])
             if not math.isfinite(loss):
                 at = f", step {bad_step}" if bad_step else ""
                 raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}"
@@ -140,14 +138,16 @@ class Trainer:
                                     f"{stage_state.last_path or 'none yet'}")
             value = self.validate(model, fit_model, val_data)
             improved, stop = stopper.update(value)
-            log.info("stage %s epoch %d/%d: loss %.4f, val %s %.4f%s, %.0f s", stage, epoch + 1,
-                     epochs, loss, config.metric, value, " (best)" if improved else "",
-                     time.perf_counter() - started)
+            sampled = {k: logs[k] for k in ("reward", "baseline", "length") if k in logs}
+            log.info("stage %s epoch %d/%d: loss %.4f%s, val %s %.4f%s, %.0f s", stage,
+                     epoch + 1, epochs, loss,
+                     "".join(f", {k} {v:.4f}" for k, v in sampled.items()), config.metric,
+                     value, " (best)" if improved else "", time.perf_counter() - started)
             self.store.save_epoch(
                 model, fit_model.optimizer, stage, epoch + 1, config.metric, value, improved,
                 best=stopper.best, wait=stopper.wait, epochs_done=epoch + 1, steps_done=0,
                 epoch_loss=None, history=stage_state.history + [
-                    {"epoch": epoch + 1, "loss": loss, config.metric: value}])
+                    {"epoch": epoch + 1, "loss": loss, config.metric: value, **sampled}])
             if stop:
                 log.info("early stopping: no improvement for %d epochs", config.patience)
                 break
@@ -158,11 +158,13 @@ class Trainer:
 
     def train_epoch(self, model, fit_model, stage, epoch, train_data, steps, callbacks):
         """One epoch (0-based ``epoch``), or what a step checkpoint left of it; returns its
-        mean loss and the first step whose loss was not finite (None)."""
+        mean loss, the first step whose loss was not finite (None) and fit()'s last logs (SCST's
+        reward, baseline and length: over the steps since a resume)."""
         config, stage_state = self.config, self.state.stage(stage)
+        scst = stage == "scst"  # one row per image, with its id for the reward
         data = train_data.dataset(config.batch_size, preprocessor(model.config.cnn), training=True,
-                                  seq_per_img=config.captions_per_image, seed=config.seed,
-                                  epoch=epoch)
+                                  seq_per_img=1 if scst else config.captions_per_image,
+                                  seed=config.seed, epoch=epoch, with_ids=scst)
         steps_done = stage_state.steps_done
         epoch_loss = EpochLoss(len(train_data), config.batch_size, steps_done,
                                stage_state.epoch_loss)
@@ -170,7 +172,7 @@ class Trainer:
             log.info("resuming epoch %d after step %d", epoch + 1, steps_done)
             data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
         if not epoch_loss.images_left():  # killed after the epoch's last step was saved
-            return epoch_loss.epoch_mean(None), None
+            return epoch_loss.epoch_mean(None), None, {}
         every = StepCheckpoint(self.store, model, fit_model.optimizer, stage, epoch + 1,
                                epoch_loss, config.checkpoint_every)
         progress = EpochProgress(f"{stage} {epoch + 1}/{config.stage_epochs(stage)}", steps,
@@ -181,7 +183,8 @@ class Trainer:
                                     shuffle=False,  # the loader shuffles, seeded by epoch
                                     callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks,
                                                every, progress])
-        return epoch_loss.epoch_mean(history.history["loss"][-1]), every.bad_step
+        logs = {k: float(v[-1]) for k, v in history.history.items()}
+        return epoch_loss.epoch_mean(logs["loss"]), every.bad_step, logs
 
     # --- models -------------------------------------------------------------------------------
 
@@ -206,24 +209,13 @@ class Trainer:
                 center=config.standardize == "position"))
         return model
 
-    def check_same_architecture(self, model, path):
-        """--resume with flags describing another network is refused, naming the first flag
-        that differs (the checkpoint would silently win otherwise)."""
-        wanted = self.config.model_config(self.train_data.vocabulary)
-        for name in ARCHITECTURE:
-            stored, given = getattr(model.config, name), getattr(wanted, name)
-            if stored != given:
-                flag = FLAGS.get(name, f"-{name}")
-                raise DataError(f"--resume: checkpoint {path} has {name} {stored!r} ({flag}) but "
-                                f"the flags give {given!r}; repeat the flags of the interrupted "
-                                f"run")
-
     def feature_cache(self, model):
         return features.cache_features(model.encoder, model.config.cnn, self.h5_path,
                                        self.run_folder.feature_cache, json_path=self.json_path)
 
     def uses_cache(self, stage):
-        return self.config.cache_features and stage == "frozen"
+        """Whether ``stage`` trains from the feature cache: stage 1 and SCST (CNN frozen)."""
+        return self.config.cache_features and stage in ("frozen", "scst")
 
     def prepare(self, model, stage):
         """Freezes or unfreezes the CNN for ``stage`` and compiles, with a fresh optimizer, the
@@ -235,15 +227,28 @@ class Trainer:
             start = backbone(model.config.cnn).finetune_start_layer
         if model.encoder is not None:  # (none on precomputed features)
             set_trainable(model.encoder, start if finetune else None)
-        fit_model = model.features_model() if self.uses_cache(stage) else model
         cnn_variables = model.encoder.trainable_variables if model.encoder is not None else []
         optimizer = self.config.optimizer.make(self.config.stage_learning_rate(stage),
                                                cnn_variables)
-        fit_model.compile(optimizer=optimizer,
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if stage == "scst":
+            fit_model = self.self_critical(model)
+            fit_model.compile(optimizer=optimizer)
+        else:
+            fit_model = model.features_model() if self.uses_cache(stage) else model
+            fit_model.compile(optimizer=optimizer,
+                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         if self.config.strategy != "default":
             distribute.build_from_first_replica(fit_model)
         return fit_model
+
+    def self_critical(self, model):
+        """SCST's ``fit`` model around ``model``, rewarded by CIDEr-D against the training
+        references (computed once into the run folder)."""
+        scst = self.config.scst
+        scorer = scst_module.reward_scorer(self.run_folder.scst_references, self.train_data)
+        return scst_module.SelfCritical(
+            model, scorer, scst.sample_n, scst.baseline, scst.max_length, self.config.seed,
+            ban_unk=scst.ban_unk, remove_bad_endings=scst.remove_bad_endings)
 
     def stage_data(self, model, stage):
         """Train and val data of a stage: images, -features (padded to the model's regions),
