@@ -26,13 +26,15 @@ if __name__ == "__main__" and not __package__:
 
 from imcap.models.backbones import BACKBONES  # noqa: E402
 from imcap.models.config import CNN_NAMES, DTYPE_POLICIES  # noqa: E402
-from imcap.utils.cli import ArgumentParser  # noqa: E402
+from imcap.utils.cli import (  # noqa: E402
+    ArgumentParser, non_negative, positive, probability)
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
 # the flags test.py reads (its --help lists only these)
 TEST_FLAGS = ("model_name", "h5file", "json_file", "model_file", "data_folder", "seqlen", "seed",
               "bs", "bsize", "temperature", "length_penalty", "ban_unk", "remove_bad_endings",
+              "block_trigrams",
               "split", "results_file",
               "save_attention", "cnn_train", "scst", "features")
 METRICS = ["loss", "CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "ROUGE_L", "METEOR"]
@@ -74,31 +76,6 @@ class Parser(ArgumentParser):
         """The seed's ``--name`` store_true switch, also accepting ``--name True|False``."""
         return self.add_argument(f"--{name}", dest=dest, nargs="?", const=not default,
                                  default=default, type=str2bool, metavar="BOOL", help=help)
-
-
-def positive(kind):
-    def check(value):
-        number = kind(value)
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-        return number
-    return check
-
-
-def non_negative(kind):
-    def check(value):
-        number = kind(value)
-        if number < 0:
-            raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-        return number
-    return check
-
-
-def probability(value):
-    number = float(value)
-    if not 0.0 <= number < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return number
 
 
 def get_parser(prog=None):
@@ -211,6 +188,8 @@ def get_parser(prog=None):
                   help="beam search: compare hypotheses by log-probability / length^this "
                        "(0: plain log-probability)")
     parser.switch("ban_unk", "ban_unk", help="decoding: never emit UNK")
+    parser.switch("block_trigrams", "block_trigrams",
+                  help="decoding: never repeat a trigram within a caption")
     parser.switch("remove_bad_endings", "remove_bad_endings",
                   help="decoding: never end a caption right after a, an, t"
                        "he, in, for, at, of, with, before, after, on, upon, near, to, is, are, am")

@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from imcap import decoding  # noqa: E402
 from imcap.models import saving  # noqa: E402
-from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
+from imcap.utils.cli import (  # noqa: E402
+    ArgumentParser, add_decoding_options, decoding_options, one_line_errors)
 from imcap.utils.fileio import DataError, write_json_atomic  # noqa: E402
 from imcap.data.images import folder_images, load_images  # noqa: E402
 from imcap.models.preprocessing import preprocess_images  # noqa: E402
@@ -38,10 +39,7 @@ def get_parser():
     parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
                         help="maximum caption length with <start> and <eos> (default: the "
                              "model's)")
-    parser.add_argument("-ban_unk", "--ban_unk", action="store_true", help="never emit UNK")
-    parser.add_argument("-remove_bad_endings", "--remove_bad_endings", action="store_true",
-                        help="never end a caption right after a, an, t"
-                             "he, in, for, at, of, with, before, after, on, upon, near, to, is, are, am")
+    add_decoding_options(parser)
     parser.add_argument("-bs", "--bs", type=int, default=16, help="images per batch")
     parser.add_argument("--att_dir", default=None,
                         help="write attention figures and captions.json here")
@@ -110,8 +108,7 @@ def main(argv=None):
             raise DataError(f"checkpoint {args.model_file} takes precomputed features, not "
                             f"images: caption its features with test.py -features PATH")
         decoder = decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
-                                        ban_unk=args.ban_unk,
-                                        remove_bad_endings=args.remove_bad_endings)
+                                        **decoding_options(args))
         if args.att_dir:
             os.makedirs(args.att_dir, exist_ok=True)
         results = caption_images(model, paths, decoder, args.bs)

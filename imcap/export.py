@@ -22,7 +22,8 @@ import keras  # noqa: E402
 
 from imcap import decoding  # noqa: E402
 from imcap.models import saving  # noqa: E402
-from imcap.utils.cli import ArgumentParser, one_line_errors  # noqa: E402
+from imcap.utils.cli import (  # noqa: E402
+    ArgumentParser, add_decoding_options, decoding_options, one_line_errors)
 from imcap.utils.fileio import DataError, atomic_output  # noqa: E402
 from imcap.models.preprocessing import preprocess_images  # noqa: E402
 
@@ -76,16 +77,13 @@ def main(argv=None):
     parser.add_argument("-bsize", "--bsize", type=int, default=1, help="beam size (1: greedy)")
     parser.add_argument("-seqlen", "--seqlen", type=int, default=None,
                         help="maximum caption length with <start> and <eos>")
-    parser.add_argument("-ban_unk", "--ban_unk", action="store_true", help="never emit UNK")
-    parser.add_argument("-remove_bad_endings", "--remove_bad_endings", action="store_true",
-                        help="never end a caption right after a, an, t"
-                             "he, in, for, at, of, with, before, after, on, upon, near, to, is, are, am")
+    add_decoding_options(parser)
     args = parser.parse_args(argv)
     if args.bsize < 1:
         parser.error(f"-bsize must be at least 1, got {args.bsize}")
     with one_line_errors("export"):
         path = export(args.model_file, args.out_dir, args.bsize, args.seqlen,
-                      ban_unk=args.ban_unk, remove_bad_endings=args.remove_bad_endings)
+                      **decoding_options(args))
     print(path)
 
 

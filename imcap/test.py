@@ -53,7 +53,8 @@ def make_decoder(model, args, from_features=False):
     return decoding.make_decoder(model, args.bsize, args.temperature, args.seqlen,
                                  args.length_penalty, args.seed, from_features,
                                  ban_unk=args.ban_unk,
-                                 remove_bad_endings=args.remove_bad_endings)
+                                 remove_bad_endings=args.remove_bad_endings,
+                                 block_trigrams=args.block_trigrams)
 
 
 def split_data(model, args, h5_path, json_path):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from imcap.models.captioner import Captioner
 from imcap.models.config import CaptionerConfig
 from imcap.decoding import BeamSearchDecoder, GreedyDecoder, SamplingDecoder, make_decoder
+from imcap.decoding.base import repeated_trigrams
 from imcap.data.vocabulary import Vocabulary
 from tests.conftest import sharpen_logits
 
@@ -287,3 +288,51 @@ def test_ban_unk_and_remove_bad_endings(beam_size, temperature):
     after = {word: decoder._step(encoded, tf.constant([VOCAB.index(word) + 1] * 2), state,
                                  tf.constant(1))[0].numpy()[:, END] for word in ("a", "red")}
     assert np.isneginf(after["a"]).all() and np.isfinite(after["red"]).all()
+
+
+def trigrams(row):
+    words = [int(w) for w in row if w]
+    words = words[:words.index(END)] if END in words else words
+    return [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+
+
+def test_repeated_trigrams_equal_a_python_count():
+    """The words banned at step t are exactly those completing a trigram already present in
+    the words of steps 0..t-1 (random histories over 4 words, so repeats are common)."""
+    rng = np.random.default_rng(0)
+    history = rng.integers(1, 5, size=(64, 9)).astype("int32")
+    for t in range(9):
+        got = repeated_trigrams(tf.constant(history), tf.constant(t), 6).numpy()
+        for row, banned in zip(history, got):
+            seen = {tuple(row[i:i + 3]) for i in range(t - 2)}
+            expected = {w for w in range(6) if t >= 2 and (row[t - 2], row[t - 1], w) in seen}
+            assert set(np.flatnonzero(banned)) == expected, (row, t)
+
+
+@pytest.mark.parametrize("beam_size, temperature", [(1, None), (3, None), (1, 1.0)],
+                         ids=["greedy", "beam3", "sampling"])
+def test_block_trigrams_leaves_no_caption_repeating_a_trigram(beam_size, temperature):
+    """A model made to like 'a' and 'red' and never to end repeats trigrams in every decoder;
+    --block_trigrams removes every repeat, and changes nothing before the first one."""
+    model = random_captioner(seed=4)
+    bias = model.get_layer("logits").bias
+    value = bias.numpy()
+    value[VOCAB.index("a") + 1] += 2.0
+    value[VOCAB.index("red") + 1] += 2.0
+    bias.assign(value)
+    x = features(batch=12, seed=2)
+    options = dict(seed=5, from_features=True, suppress_eos=True)
+    plain = make_decoder(model, beam_size, temperature, **options)(x)
+    assert all(len(trigrams(row)) > len(set(trigrams(row))) for row in plain)
+    blocked = make_decoder(model, beam_size, temperature, block_trigrams=True, **options)(x)
+    for row in blocked:
+        assert len(trigrams(row)) == len(set(trigrams(row))) > 0, row
+    if beam_size == 1 and temperature is None:  # greedy: the same words up to the first repeat
+        for a, b in zip(plain, blocked):
+            seen, first = set(), len(a)
+            for i, gram in enumerate(trigrams(a)):
+                if gram in seen:
+                    first = i + 2
+                    break
+                seen.add(gram)
+            np.testing.assert_array_equal(a[:first], b[:first])

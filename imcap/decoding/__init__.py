@@ -19,10 +19,11 @@ __all__ = ["BeamSearchDecoder", "Decoder", "GreedyDecoder", "SamplingDecoder", "
 
 def make_decoder(model, beam_size=1, temperature=None, max_length=None, length_penalty=0.0,
                  seed=0, from_features=False, suppress_eos=False, ban_unk=False,
-                 remove_bad_endings=False):
+                 remove_bad_endings=False, block_trigrams=False):
     """Sampling (``temperature`` > 0), beam search (``beam_size`` > 1) or greedy decoding;
-    ``ban_unk`` and ``remove_bad_endings`` as ``Decoder`` takes them."""
-    options = {"ban_unk": ban_unk, "remove_bad_endings": remove_bad_endings}
+    ``ban_unk``, ``remove_bad_endings`` and ``block_trigrams`` as ``Decoder`` takes them."""
+    options = {"ban_unk": ban_unk, "remove_bad_endings": remove_bad_endings,
+               "block_trigrams": block_trigrams}
     if temperature is not None and temperature > 0:
         return SamplingDecoder(model, max_length, from_features, suppress_eos,
                                temperature=temperature, seed=seed, **options)

@@ -30,10 +30,12 @@ class Decoder:
         remove_bad_endings: never end a caption (``<eos>``) right after one of
             ``BAD_ENDINGS`` (``-remove_bad_endings``, as self-critical.pytorch's option); a
             caption cut by ``max_length`` can still end in one.
+        block_trigrams: never choose a word that would repeat a trigram of the caption's own
+            words (``--block_trigrams``, as self-critical.pytorch's option).
     """
 
     def __init__(self, model, max_length=None, from_features=False, suppress_eos=False,
-                 ban_unk=False, remove_bad_endings=False):
+                 ban_unk=False, remove_bad_endings=False, block_trigrams=False):
         self.model = model
         self.from_features = from_features
         self.max_length = max_length or model.config.max_length
@@ -50,6 +52,7 @@ class Decoder:
         if ban_unk and vocabulary.unk_id is not None:
             banned[vocabulary.unk_id] = -np.inf
         self.banned = tf.constant(banned)
+        self.block_trigrams = block_trigrams
         self.bad_ending = None  # (V,) bool: after these words, no <eos>
         if remove_bad_endings:
             flags = np.zeros(vocabulary.size, dtype=bool)
@@ -62,9 +65,10 @@ class Decoder:
         self._calls = 0
         self._decode = tf.function(self._decode_graph, reduce_retracing=True)
 
-    def _step(self, encoded, words, state, t, weights=None):
+    def _step(self, encoded, words, state, t, weights=None, history=None):
         """Log-probabilities with banned words at -inf (and ``<eos>`` at step 0), the new state,
-        alpha (N, R) and beta (N,) (zeros where the model has none)."""
+        alpha (N, R) and beta (N,) (zeros where the model has none). ``history`` (N, S): the
+        words chosen at steps 0..t-1 of each row (for ``block_trigrams``)."""
         log_probs, state, alpha, beta = self.model.step(encoded, words, state, weights)
         rows = tf.shape(words)[0]
         if alpha is None:
@@ -76,6 +80,9 @@ class Decoder:
         if self.bad_ending is not None:  # the previous word is a bad ending: no <eos> now
             after_bad = tf.gather(self.bad_ending, words)
             log_probs = tf.where(after_bad[:, None] & self.is_end[None, :],
+                                 tf.constant(-np.inf, log_probs.dtype), log_probs)
+        if self.block_trigrams and history is not None:
+            log_probs = tf.where(repeated_trigrams(history, t, self.vocabulary.size),
                                  tf.constant(-np.inf, log_probs.dtype), log_probs)
         return (log_probs, state, tf.cast(alpha, tf.float32), tf.cast(beta, tf.float32))
 
@@ -139,3 +146,19 @@ def _clear_after_end(outputs, end_id):
                 beta=tf.where(after, tf.zeros_like(outputs["beta"]), outputs["beta"]),
                 alpha=tf.where(after[..., None], tf.zeros_like(outputs["alpha"]),
                                outputs["alpha"]))
+
+
+def repeated_trigrams(history, t, vocabulary_size):
+    """(N, V) bool: the words w that would make (h[t-2], h[t-1], w) a trigram already in
+    ``history[:, :t]`` (N, S), the words chosen at steps 0..t-1 of each row."""
+    rows, steps = tf.shape(history)[0], tf.shape(history)[1]
+    previous = tf.gather(history, tf.maximum(t - 2, 0), axis=1)  # h[t-2], h[t-1]
+    last = tf.gather(history, tf.maximum(t - 1, 0), axis=1)
+    start = tf.range(steps - 2)  # trigram (h[i], h[i+1], h[i+2]) complete when i + 2 <= t - 1
+    match = (start[None, :] + 2 <= t - 1) & tf.equal(history[:, :-2], previous[:, None]) \
+        & tf.equal(history[:, 1:-1], last[:, None])
+    row = tf.broadcast_to(tf.range(rows)[:, None], tf.shape(match))
+    indices = tf.stack([row, history[:, 2:]], axis=-1)
+    hits = tf.tensor_scatter_nd_max(tf.zeros((rows, vocabulary_size), tf.int32), indices,
+                                    tf.cast(match, tf.int32))
+    return hits > 0

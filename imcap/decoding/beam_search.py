@@ -76,7 +76,7 @@ class BeamSearchDecoder(Decoder):
 
         def body(t, s):
             log_probs, state, alpha, beta = self._step(encoded, s["words"], s["state"], t,
-                                                       weights)
+                                                       weights, by_row(s["seqs"]))
             # best 2 x beams words per beam, then the best 2 x beams extensions per image
             per_beam = min(2 * beams, model.config.vocabulary.size)
             width = min(2 * beams, beams * per_beam)

@@ -28,20 +28,26 @@ class GreedyDecoder(Decoder):
         alphas = tf.TensorArray(tf.float32, size=steps, element_shape=(None, self.num_regions))
         betas = tf.TensorArray(tf.float32, size=steps, element_shape=(None,))
 
-        def body(t, words, state, ended, total, chosen, alphas, betas):
-            log_probs, state, alpha, beta = self._step(encoded, words, state, t, weights)
+        history = tf.zeros((batch, steps), tf.int32)  # the words so far (block_trigrams)
+        positions = tf.range(steps)
+
+        def body(t, words, state, ended, total, chosen, alphas, betas, history):
+            log_probs, state, alpha, beta = self._step(encoded, words, state, t, weights,
+                                                       history)
             words = self._choose(log_probs, seed, t)
+            history = tf.where(tf.equal(positions, t)[None, :], words[:, None], history)
             picked = tf.gather(log_probs, words, batch_dims=1)
             total += tf.where(ended, tf.zeros_like(picked), picked)
             ended = ended | tf.equal(words, self.end_id)
             return (t + 1, words, state, ended, total, chosen.write(t, words),
-                    alphas.write(t, alpha), betas.write(t, beta))
+                    alphas.write(t, alpha), betas.write(t, beta), history)
 
         def running(t, words, state, ended, *rest):
             return tf.logical_and(t < steps, tf.logical_not(tf.reduce_all(ended)))
 
-        t, _, _, _, total, chosen, alphas, betas = tf.while_loop(
-            running, body, (tf.constant(0), words, state, ended, total, chosen, alphas, betas))
+        t, _, _, _, total, chosen, alphas, betas, _ = tf.while_loop(
+            running, body, (tf.constant(0), words, state, ended, total, chosen, alphas, betas,
+                            history))
         pad = steps - t  # steps skipped once every caption had ended
         words = tf.pad(tf.transpose(chosen.stack()[:t]), [[0, 0], [0, pad]])
         return _clear_after_end({

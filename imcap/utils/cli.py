@@ -39,3 +39,48 @@ def one_line_errors(prog, *more):
             raise
         print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
         sys.exit(1)
+
+
+# argparse types that name what was expected
+def positive(kind):
+    def check(value):
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return number
+    return check
+
+
+def non_negative(kind):
+    def check(value):
+        number = kind(value)
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+        return number
+    return check
+
+
+def probability(value):
+    number = float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return number
+
+
+DECODING_OPTIONS = {
+    "ban_unk": "never emit UNK",
+    "remove_bad_endings": "never end a caption right after a, an, the, in, for, at, of, with, "
+                          "before, after, on, upon, near, to, is, are, am",
+    "block_trigrams": "never repeat a trigram within a caption",
+}
+
+
+def add_decoding_options(parser):
+    """The decoders' switches (``-ban_unk``, ``-remove_bad_endings``, ``-block_trigrams``)."""
+    for name, help in DECODING_OPTIONS.items():
+        parser.add_argument(f"-{name}", f"--{name}", action="store_true", help=help)
+
+
+def decoding_options(args):
+    """``{option: bool}`` of the parsed decoding switches, as ``make_decoder`` takes them."""
+    return {name: getattr(args, name) for name in DECODING_OPTIONS}
