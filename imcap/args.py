@@ -1,16 +1,16 @@
-"""One command-line parser for every imcap tool, with the seed's flag names and defaults.
+"""One command-line parser for every imcap tool, with imcap_keras' flag names and defaults.
 
-Every flag of the seed's ``args.py`` keeps its name and, but for two (below), its default
-(``-model_name``, ``-bs``, ``--sgate``, ...); the modern double-dash spelling works too (``--bs 32``, ``--model_name x``),
-and the seed's switches accept an explicit value (``--sgate True``, ``--sgate false``).
-``python args.py --help`` (from ``imcap/``) lists them all.
+Every flag of imcap_keras' ``args.py`` keeps its name and, but for two (below), its default
+(``-model_name``, ``-bs``, ``--sgate``, ...); the modern double-dash spelling works too
+(``--bs 32``, ``--model_name x``), and imcap_keras' switches accept an explicit value
+(``--sgate True``, ``--sgate false``). ``python args.py --help`` (from ``imcap/``) lists them all.
 
-Flags the seed declared but never used are accepted and say so in their help:
+Flags imcap_keras declared but never used are accepted and say so in their help:
 ``-vocab_size`` (the vocabulary comes from the preprocessed JSON; if given it must match),
 ``-nfilters`` and ``-convsize`` (both follow from ``-cnn`` / ``-cnn_layer`` / ``-imsize``; if given
 they must match), ``-n_caps`` (see ``-seq_per_img``), ``-workers`` (tf.data tunes its own
 parallelism), ``-mode`` (train.py trains, test.py tests), ``--bn`` (no batch-norm option) and
-``-coco_path`` (prepro_coco.py has its own). Two defaults differ from the seed's, which were its
+``-coco_path`` (prepro_coco.py has its own). Two defaults differ from imcap_keras', which were its
 author's folders: ``-data_folder`` is the current folder and ``-coco_path`` is None.
 
 ``--help`` shows every default. ``test.py --help`` lists only the flags test.py reads; it still
@@ -51,7 +51,8 @@ def str2bool(value):
 
 
 def negated_bool(value):
-    """``--lstm True`` switches attention off (the seed stored --lstm into ``attlstm=False``)."""
+    """``--lstm True`` switches attention off (imcap_keras stored --lstm into
+    ``attlstm=False``)."""
     return not str2bool(value)
 
 
@@ -69,11 +70,12 @@ class Parser(ArgumentParser):
     """An ArgumentParser where every ``-name`` flag is also ``--name``."""
 
     def option(self, name, **kwargs):
-        """Adds ``-name`` and ``--name`` (a single-dash seed flag and its modern spelling)."""
+        """Adds ``-name`` and ``--name`` (a single-dash imcap_keras flag and its modern
+        spelling)."""
         return self.add_argument(f"-{name}", f"--{name}", dest=kwargs.pop("dest", name), **kwargs)
 
     def switch(self, name, dest, default=False, help=None):
-        """The seed's ``--name`` store_true switch, also accepting ``--name True|False``."""
+        """imcap_keras' ``--name`` store_true switch, also accepting ``--name True|False``."""
         return self.add_argument(f"--{name}", dest=dest, nargs="?", const=not default,
                                  default=default, type=str2bool, metavar="BOOL", help=help)
 
@@ -82,7 +84,7 @@ def get_parser(prog=None):
     """Every flag; ``prog="test.py"`` hides from --help the flags test.py does not read."""
     parser = Parser(prog=prog, formatter_class=HelpFormatter,
                     description="imcap: image captioning with adaptive attention (Keras 3).",
-                    epilog="Flags take one dash as in the seed (-bs 32) or two (--bs 32).")
+                    epilog="Flags take one dash as in imcap_keras (-bs 32) or two (--bs 32).")
     parser.option("model_name", default="model", help="base name of saved models")
     parser.option("h5file", default="cocotalk_challenge.h5",
                   help="HDF5 written by prepro_coco.py, in DATA_FOLDER/data")
@@ -113,12 +115,12 @@ def get_parser(prog=None):
                        "the last convolutional block)")
     parser.option("imsize", default=256, type=positive(int), help="image size")
     parser.option("vocab_size", default=None, type=positive(int),
-                  help="unused by the seed: the vocabulary comes from the JSON; if given it must "
-                       "match the JSON's size (words + padding)")
+                  help="unused by imcap_keras: the vocabulary comes from the JSON; if given it "
+                       "must match the JSON's size (words + padding)")
     parser.option("n_caps", default=5, type=positive(int),
-                  help="unused by the seed; see -seq_per_img")
+                  help="unused by imcap_keras; see -seq_per_img")
     parser.option("seq_per_img", default=1, type=positive(int),
-                  help="captions drawn per image and epoch (1: the seed's one random caption)")
+                  help="captions drawn per image and epoch (1: imcap_keras' one random caption)")
 
     parser.option("seqlen", default=18, type=positive(int),
                   help="maximum caption length when decoding, <start> and <eos> included")
@@ -128,15 +130,17 @@ def get_parser(prog=None):
     parser.option("z_dim", default=512, type=positive(int),
                   help="projected region and context size")
     parser.option("dr_ratio", default=0.5, type=probability,
-                  help="LSTM recurrent dropout (one mask per gate, as the seed's; the seed's LSTM input "
-                       "dropout never took effect and is not applied); also the rate of --dr")
+                  help="LSTM recurrent dropout (one mask per gate, as in imcap_keras; "
+                       "imcap_keras' LSTM input dropout never took effect and is not applied); "
+                       "also the rate of --dr")
     parser.option("finetune_start_layer", default=None, type=non_negative(int),
                   help="first CNN layer that fine-tuning trains, the stem below stays frozen "
                        "(default: the backbone's, e.g. 6 for the ResNets)")
     parser.option("nfilters", default=None, type=positive(int),
-                  help="unused by the seed: follows from -cnn/-cnn_layer; if given it must match")
+                  help="unused by imcap_keras: follows from -cnn/-cnn_layer; if given it must "
+                       "match")
     parser.option("convsize", default=None, type=positive(int),
-                  help="unused by the seed: follows from -imsize; if given it must match")
+                  help="unused by imcap_keras: follows from -imsize; if given it must match")
     parser.option("sent_dropout", default=0.0, type=probability,
                   help="fraction of training captions whose sentinel is switched off (beta = 0)")
     parser.switch("position_embedding", "position_embedding",
@@ -176,7 +180,8 @@ def get_parser(prog=None):
                   help="SCST: sampled caption length with <start> and <eos> (None: -seqlen)")
     parser.option("pat", default=5, type=positive(int), help="early-stopping patience")
     parser.option("workers", default=2, type=positive(int),
-                  help="unused by the seed's Keras 2 loader; tf.data tunes its own parallelism")
+                  help="unused by imcap_keras' Keras 2 loader; tf.data tunes its own "
+                       "parallelism")
     parser.option("es_prev_words", default="gen", choices=["gt", "gen"],
                   help="early stopping scores generated captions (gen) or teacher-forced "
                        "ones (gt)")
@@ -202,7 +207,7 @@ def get_parser(prog=None):
                   help="test.py: also write the words, attention and sentinel weights of every "
                        "caption to an HDF5 beside the results")
     parser.option("mode", default="train", choices=["train", "test"],
-                  help="unused by the seed's tools: train.py trains, test.py tests")
+                  help="unused by imcap_keras' tools: train.py trains, test.py tests")
     parser.option("dtype", default="float32", choices=DTYPE_POLICIES,
                   help="Keras dtype policy (mixed precision)")
 
@@ -216,17 +221,18 @@ def get_parser(prog=None):
     lstm = parser.add_argument(
         "--lstm", dest="attlstm", nargs="?", const=False, default=True, type=negated_bool,
         metavar="BOOL",
-        help="the seed's plain LSTM baseline: no attention, each word comes straight from the "
-             "LSTM state (which sees the mean image feature at every step); --sgate then has no "
-             "effect. Without --lstm the decoder attends over the image regions: spatial "
+        help="imcap_keras' plain LSTM baseline: no attention, each word comes straight from "
+             "the LSTM state (which sees the mean image feature at every step); --sgate then has "
+             "no effect. Without --lstm the decoder attends over the image regions: spatial "
              "attention, plus the visual sentinel (adaptive attention) with --sgate")
     lstm.shown_default = "off, i.e. attention"
     parser.switch("lrmults", "lrmults", help="scale the CNN's updates by -lrmult_conv")
     parser.switch("sgate", "sgate", help="adaptive attention with the visual sentinel")
     parser.switch("log_term", "log_term", help="log to the terminal instead of a file")
-    parser.switch("dr", "dr", help="the seed's extra dropout, at -dr_ratio: on v_g, the regions, the word "
-                       "embedding, the LSTM input, inside the attention and after the output MLP")
-    parser.switch("bn", "bn", help="unused by the seed: there is no batch-norm option")
+    parser.switch("dr", "dr", help="imcap_keras' extra dropout, at -dr_ratio: on v_g, the "
+                  "regions, the word embedding, the LSTM input, inside the attention and after "
+                  "the output MLP")
+    parser.switch("bn", "bn", help="unused by imcap_keras: there is no batch-norm option")
     parser.option("accum", default=1, type=positive(int),
                   help="gradient accumulation: average the gradients of this many batches per "
                        "update (an effective batch of -bs x -accum images)")
@@ -254,9 +260,9 @@ def get_parser(prog=None):
                        "mirrored without GPUs)")
     if prog == "test.py":
         parser.description = "test.py: caption a split with a trained model."
-        parser.epilog = ("Flags take one dash as in the seed (-bs 32) or two (--bs 32). The "
-                         "other flags of train.py are accepted and ignored: the model's settings "
-                         "come from its checkpoint.")
+        parser.epilog = ("Flags take one dash as in imcap_keras (-bs 32) or two (--bs 32). "
+                         "The other flags of train.py are accepted and ignored: the model's "
+                         "settings come from its checkpoint.")
         for action in parser._actions:
             if action.option_strings and action.dest not in TEST_FLAGS + ("help",):
                 action.help = argparse.SUPPRESS

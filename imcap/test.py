@@ -1,4 +1,4 @@
-"""Caption every image of a split with a trained model, as the seed documents it:
+"""Caption every image of a split with a trained model, as imcap_keras documents it:
 ``python test.py`` (from ``imcap/``), ``python -m imcap.test`` or ``imcap-test``.
 
 Loads ``-model_file`` (default: ``DATA_FOLDER/models/MODEL_best.keras``, or

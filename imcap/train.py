@@ -1,5 +1,6 @@
-"""Train a captioner, as the seed documents it: ``python train.py --sgate`` (from ``imcap/``),
-``python -m imcap.train``, or ``imcap-train``; ``python train.py --help`` lists the flags.
+"""Train a captioner, as imcap_keras documents it: ``python train.py --sgate`` (from
+``imcap/``), ``python -m imcap.train``, or ``imcap-train``; ``python train.py --help`` lists
+the flags.
 
 Reads ``DATA_FOLDER/data/{-json_file, -h5file}`` (written by prepro_coco.py), writes checkpoints
 and the training state to ``DATA_FOLDER/models``, logs to ``DATA_FOLDER/logs/MODEL_NAME.log``
@@ -26,7 +27,7 @@ FILE_ONLY = {"file_only": True}  # a record for the log file that the terminal a
 
 
 def training_config(args):
-    """The ``TrainingConfig`` the parsed flags describe (the seed's names, mapped once)."""
+    """The ``TrainingConfig`` the parsed flags describe (imcap_keras' names, mapped once)."""
     from imcap.training.config import OptimizerConfig, ScstConfig, TrainingConfig
 
     model = dict(

@@ -11,8 +11,8 @@ batch of ``B`` images with ``N = seq_per_img`` captions each::
     sample_weight = (B, N, T - 1) float32                                1 on words, 0 on padding
 
 where ``T`` is the HDF5's ``max_length`` (``words = labels[:, :-1]``, ``y = labels[:, 1:]``).
-Training draws ``N`` random captions per image each epoch (the seed's behaviour is ``N = 1``) and
-shuffles images, both seeded by ``(seed, epoch)`` so that an epoch can be replayed exactly.
+Training draws ``N`` random captions per image each epoch (imcap_keras' behaviour is ``N = 1``)
+and shuffles images, both seeded by ``(seed, epoch)`` so that an epoch can be replayed exactly.
 Evaluation keeps the stored order, takes the first ``N`` captions, and appends the image ids:
 ``(x, y, sample_weight, image_ids)`` (training does too with ``with_ids``). The last partial
 batch is always kept.
@@ -36,7 +36,7 @@ class CaptionData:
     """One split of a preprocessed dataset: captions in memory, images read from the HDF5.
 
     Args:
-        h5_path: the HDF5 written by ``prepro_coco.py`` (or by the seed's script).
+        h5_path: the HDF5 written by ``prepro_coco.py`` (or by imcap_keras' script).
         json_path: its JSON (``ix_to_word`` and ``images`` with their splits).
         split: ``"train"``, ``"val"``, ``"test"`` (or ``"restval"`` if kept separate).
         with_images: ``False`` for a labels-only HDF5 (``--no_images``).

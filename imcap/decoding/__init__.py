@@ -1,5 +1,6 @@
-"""Decoding captions with the captioner's step function: greedy, sampling and beam search, each
-one compiled function over a batch of images, starting from ``<start>`` (the seed fed word 0).
+"""Decoding captions with the captioner's step function: greedy, sampling and beam search,
+each one compiled function over a batch of images, starting from ``<start>`` (imcap_keras fed
+word 0).
 
 Every decoder runs at most ``max_length - 1`` steps (the caption length of the training data
 includes ``<start>``; ``-seqlen``), never emits padding or ``<start>``, stops early once every

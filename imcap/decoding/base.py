@@ -23,7 +23,7 @@ class Decoder:
 
     Args:
         model: a ``Captioner``.
-        max_length: caption length with both markers (the seed's ``-seqlen``).
+        max_length: caption length with both markers (imcap_keras' ``-seqlen``).
         from_features: the inputs are region features, not what the model takes.
         suppress_eos: never emit ``<eos>`` (every caption runs ``max_length - 1`` steps).
         ban_unk: never emit ``UNK`` (``-ban_unk``).

@@ -1,5 +1,5 @@
-"""The captioner of Lu et al. (2017) as the seed's model.py builds it: one functional model for
-teacher-forced training, and a step function with the same weights for decoding."""
+"""The captioner of Lu et al. (2017) as imcap_keras' model.py builds it: one functional model
+for teacher-forced training, and a step function with the same weights for decoding."""
 
 import keras
 from keras import ops
@@ -27,17 +27,17 @@ class Captioner(keras.Model):
     """Images (or precomputed region features) and previous words -> next-word logits.
 
     Image side, once per image: region features V (K x D) from the CNN, optionally
-    standardised and given a position embedding; v_g = relu(W_g mean(V)) (the seed's ``Vg_``),
+    standardised and given a position embedding; v_g = relu(W_g mean(V)) (imcap_keras' ``Vg_``),
     regions relu(W_i V) (``Vi``) and attention keys relu(W_e Vi) (``Vi_emb``).
     Caption side: x_t = [relu(embedding(w_{t-1})) ; v_g] feeds the SentinelLSTM (h_t, s_t); the
     LSTM never sees the attention context, so all T steps of attention and output run at once
-    after it. AdaptiveAttention gives h_z + c_hat_t, then the seed's MLP tanh(W_m .) and the
-    vocabulary logits (float32). ``attention=False`` is the seed's ``--lstm`` baseline: logits
+    after it. AdaptiveAttention gives h_z + c_hat_t, then imcap_keras' MLP tanh(W_m .) and the
+    vocabulary logits (float32). ``attention=False`` is imcap_keras' ``--lstm`` baseline: logits
     straight from h_t. The sentinel gate exists only with ``use_sentinel`` (and attention).
 
-    This is the seed's final model (imcap_keras 796b65a, ``model.py``): the seed concatenates
+    This is imcap_keras' final model (796b65a, ``model.py``): imcap_keras concatenates
     [v_g ; w_t], here [w_t ; v_g], the same model with the LSTM kernel's rows in another order.
-    ``--dr`` (``dropout_layers``) drops, at ``dr_ratio``, what the seed's does: ``Vg_``, ``Vi``,
+    ``--dr`` (``dropout_layers``) drops, at ``dr_ratio``, what imcap_keras' does: ``Vg_``, ``Vi``,
     the word embedding, the LSTM input x_t, ``zh_linear``, ``zs_linear``, the key sums and the
     output MLP's tanh (``mlp_in_tanh_dp``).
 
@@ -93,7 +93,7 @@ class Captioner(keras.Model):
             self.word_relu = keras.layers.Activation("relu", name="word_relu")
             self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
             self.drop_lstm_input = config.dropout_layers
-            # the seed's LSTM_sent(dropout_W=dr, dropout_U=dr): its input dropout never took
+            # imcap_keras' LSTM_sent(dropout_W=dr, dropout_U=dr): its input dropout never took
             # effect (Keras 1 ignored dropout_W on that path); one recurrent mask per gate
             self.lstm = SentinelLSTM(config.lstm_dim, dropout=0.0,
                                      recurrent_dropout=config.dr_ratio,
@@ -178,7 +178,7 @@ class Captioner(keras.Model):
         """Logits (B, T, V) and attention weights (B, T, K [+ 1]) or None, for all steps."""
         embedded = self.dropout(self.word_relu(self.word_embedding(words)), training=training)
         if self.drop_lstm_input:
-            # --dr also drops the LSTM input x_t = [w_t ; v_g] at every step (the seed's
+            # --dr also drops the LSTM input x_t = [w_t ; v_g] at every step (imcap_keras'
             # lstm_in), so v_g is joined to each step here rather than projected once
             steps = ops.ones_like(embedded[..., :1])  # (B, T, 1)
             lstm_input = self.dropout(
@@ -198,7 +198,7 @@ class Captioner(keras.Model):
             attention_inputs.append(sentinel)
         masked = {} if region_mask is None else {"region_mask": region_mask}
         attended, weights = self.attention(attention_inputs, training=training, **masked)
-        out = self.dropout(self.mlp(attended), training=training)  # the seed's mlp_in_tanh_dp
+        out = self.dropout(self.mlp(attended), training=training)  # imcap_keras' mlp_in_tanh_dp
         return self.logits_float32(self.logits(out)), weights
 
     # --- decoding ------------------------------------------------------------------------------

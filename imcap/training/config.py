@@ -1,6 +1,6 @@
 """What a training run is asked to do, as one typed value (train.py builds it from the flags).
 
-The trainer reads this, never the parsed command line: the flags keep the seed's names
+The trainer reads this, never the parsed command line: the flags keep imcap_keras' names
 (``-bs``, ``-pat``, ``--cnntrain``), the fields say what they mean.
 """
 
@@ -23,11 +23,11 @@ FLAGS = {"image_size": "-imsize", "use_sentinel": "--sgate", "attention": "--lst
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """The seed's optimizer: ``-optim`` with value clipping, Keras 1 decay and accumulation.
+    """imcap_keras' optimizer: ``-optim`` with value clipping, Keras 1 decay and accumulation.
 
     Attributes:
         name: ``adam``, ``SGD``, ``adadelta``, ``adagrad`` or ``rmsprop``.
-        beta_1, beta_2: Adam's (the seed's ``-alpha`` and ``-beta``).
+        beta_1, beta_2: Adam's (imcap_keras' ``-alpha`` and ``-beta``).
         clip: gradient clipping by value; decay: Keras 1 learning-rate decay per step.
         accumulation: steps whose gradients are summed into one update (``-accum``).
         cnn_multiplier: the CNN's updates scale by this (``--lrmults -lrmult_conv``), or None.
@@ -87,7 +87,7 @@ class TrainingConfig:
             in its ``data/``; model_name: the prefix of every file the run writes.
         model: the captioner's settings from the flags, as ``CaptionerConfig`` fields without
             the vocabulary (``model_config`` adds the data's).
-        expected_vocab_size, expected_channels, expected_grid: the seed's check flags
+        expected_vocab_size, expected_channels, expected_grid: imcap_keras' check flags
             (``-vocab_size``, ``-nfilters``, ``-convsize``): None, or what the data and the
             encoder must give.
         stages: in order, some of ``frozen`` (stage 1), ``finetune`` (stage 2, alone with

@@ -1,10 +1,11 @@
-"""The seed's optimizers, with per-variable learning-rate multipliers (``--lrmults``).
+"""imcap_keras' optimizers, with per-variable learning-rate multipliers (``--lrmults``).
 
-The seed needed a forked Keras 1 for ``-lrmult_conv`` (each layer's ``W_learning_rate_multiplier``).
-Keras 3 optimizers call ``update_step(gradient, variable, learning_rate)`` once per variable, so
-a subclass that multiplies ``learning_rate`` there scales that variable's update exactly, for every
-optimizer, under gradient accumulation and under ``tf.distribute`` alike. Scaling the gradient
-instead would not do: Adam, RMSprop and Adadelta are invariant to the gradient's scale.
+imcap_keras needed a forked Keras 1 for ``-lrmult_conv`` (each layer's
+``W_learning_rate_multiplier``). Keras 3 optimizers call
+``update_step(gradient, variable, learning_rate)`` once per variable, so a subclass that
+multiplies ``learning_rate`` there scales that variable's update exactly, for every optimizer,
+under gradient accumulation and under ``tf.distribute`` alike. Scaling the gradient instead
+would not do: Adam, RMSprop and Adadelta are invariant to the gradient's scale.
 """
 
 import keras
@@ -51,7 +52,7 @@ MULTIPLIER_OPTIMIZERS = {name: _multiplier_class(base) for name, base in OPTIMIZ
 
 def make_optimizer(name, learning_rate, beta_1=0.9, beta_2=0.999, clipvalue=None, decay=0.0,
                    accumulation_steps=1, lr_multiplier=None, multiplied_variables=()):
-    """The optimizer ``name`` (the seed's ``-optim``) with value clipping, Keras 1 decay
+    """The optimizer ``name`` (imcap_keras' ``-optim``) with value clipping, Keras 1 decay
     (``lr / (1 + decay * iterations)``), gradient accumulation over ``accumulation_steps``
     batches, and ``lr_multiplier`` applied to ``multiplied_variables`` when given."""
     if decay > 0:

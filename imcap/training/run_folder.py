@@ -5,7 +5,7 @@ A run lives in a folder (train.py's ``-data_folder``)::
     data/{JSON, H5}                        prepro_coco.py's output (read, never written)
     models/MODEL[S]_best.keras             the best checkpoint of a stage, where S is nothing
                                            (stage 1), _cnntrain (stage 2) or _scst (SCST)
-    models/MODEL[S]_epochNN_CIDEr5.1234.keras   the same file, named as the seed did
+    models/MODEL[S]_epochNN_CIDEr5.1234.keras   the same file, named as imcap_keras did
     models/MODEL[S]_best.weights.h5        its weights, written when the stage ends
     models/MODEL[S]_last_TAG.keras         the last checkpoint (TAG: epochNN[_stepNNNNN])
     models/MODEL[S]_last_TAG_optimizer.h5  its optimizer and random-generator state
@@ -150,7 +150,7 @@ class RunFolder:
         return self._model("best.weights.h5", stage)
 
     def best_of_epoch(self, stage, epoch, metric, value):
-        """The best checkpoint named by its epoch (1-based) and score, as the seed named it."""
+        """The best checkpoint named by its epoch (1-based) and score, as imcap_keras named it."""
         return self._model(f"epoch{epoch:02d}_{metric}{value:.4f}.keras", stage)
 
     def last(self, stage, epoch, step=None):

@@ -40,7 +40,7 @@ class CheckpointStore:
 
     def save_epoch(self, model, optimizer, stage, epoch, metric, value, improved, **updates):
         """The checkpoints of a finished ``epoch`` (1-based): the last one and, if
-        ``improved``, the best one (named by epoch and ``metric`` ``value``, as the seed did,
+        ``improved``, the best one (named by epoch and ``metric`` ``value``, as imcap_keras did,
         and the ``_best.keras`` alias: links to the last one); then the state, with
         ``updates``."""
         paths = self._write_pair(model, optimizer, stage, epoch)
