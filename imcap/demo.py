@@ -2,7 +2,8 @@
 ``python -m imcap.demo --out demo``.
 
 generate the shapes set (MS COCO layout) -> prepro_coco.py --coco_path -> train.py --sgate
-(stage 1 from the feature cache) -> test.py (greedy, and beam 3) -> eval_caps.py -> grounding
+(stage 1 from the feature cache, then self-critical training) -> test.py (greedy, and beam 3,
+of both the cross-entropy model and the self-critical one) -> eval_caps.py -> grounding
 (pointing accuracy, sentinel weights) -> figures (example captions with attention maps, the
 training curves) -> ``OUT/summary.json``, whose path is printed last.
 
@@ -34,9 +35,9 @@ from imcap.utils.fileio import write_json_atomic  # noqa: E402
 from imcap.data.loader import CaptionData  # noqa: E402
 
 FULL = {"num_train": 3800, "num_restval": 100, "num_val": 100, "num_test": 100,
-        "image_size": 128, "nepochs": 16}
+        "image_size": 128, "nepochs": 16, "scst_epochs": 2}
 QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "image_size": 64,
-         "nepochs": 1}
+         "nepochs": 1, "scst_epochs": 1}
 # the model and training recipe (see README: "The demo")
 TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_out",
                "-emb_dim", "256", "-z_dim", "256", "-lstm_dim", "256", "-sent_dropout", "0.1",
@@ -44,6 +45,7 @@ TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_ou
                "2e-3", "-bs", "40", "-seq_per_img", "1", "--precompute_feats", "-ftnepochs",
                "0", "-pat", "6",
                "-es_metric", "CIDEr", "--log_term"]
+SCST_FLAGS = ["-scst_lr", "2e-4", "-scst_sample_n", "5"]
 EXAMPLES = 4
 
 
@@ -100,36 +102,47 @@ def run(out, quick=False, seed=123):
         "--coco_path", shapes_dir, "--splits_dir", os.path.join(shapes_dir, "splits"),
         "--imsize", str(sizes["image_size"]), "--output_json", json_path,
         "--output_h5", h5_path]))
-    steps(f"train.py --sgate, stage 1 ({sizes['nepochs']} epochs at most)")
-    train.main(common + TRAIN_FLAGS + ["-nepochs", str(sizes["nepochs"])])
-    steps("test.py on the test split: greedy, then beam search 3")
-    greedy = test_script.main(common + ["--save_attention"])
-    beam = test_script.main(common + ["-bsize", "3"])
+    steps(f"train.py --sgate: stage 1 ({sizes['nepochs']} epochs at most), then self-critical "
+          f"training ({sizes['scst_epochs']})")
+    train.main(common + TRAIN_FLAGS + SCST_FLAGS + ["-nepochs", str(sizes["nepochs"]),
+                                                    "-scst_epochs", str(sizes["scst_epochs"])])
+    steps("test.py on the test split: greedy, then beam search 3, of both models")
+    results = {}
+    for name, flags in (("xe_", []), ("", ["--scst"])):
+        results[f"{name}greedy"] = test_script.main(common + flags + ["--save_attention"])
+        results[f"{name}beam3"] = test_script.main(common + flags + ["-bsize", "3"])
     steps("eval_caps.py: BLEU, METEOR, ROUGE_L, CIDEr")
     gt = json_path.replace(".json", "_test_gt.json")
-    scores = {name: eval_caps.evaluate(path, gt)["overall"]
-              for name, path in (("greedy", greedy), ("beam3", beam))}
+    scores = {name: eval_caps.evaluate(path, gt)["overall"] for name, path in results.items()}
     ceiling, _ = best_reference_scores(load_ground_truth(gt))
     steps("grounding: pointing accuracy and sentinel weights")
-    attention, vocabulary = read_attention(greedy.replace(".json", "_attention.h5"))
     objects, image_sizes = grounding.load_objects(
         os.path.join(shapes_dir, "annotations", "instances_val2014.json"))
-    ground = grounding.grounding_metrics(attention, vocabulary, objects, image_sizes)
+    ground = {}
+    for name in ("xe_", ""):
+        attention, vocabulary = read_attention(
+            results[f"{name}greedy"].replace(".json", "_attention.h5"))
+        ground[name] = grounding.grounding_metrics(attention, vocabulary, objects, image_sizes)
     steps("figures: example captions with attention maps, training curves")
     example_paths = example_figures(attention, vocabulary,
                                     CaptionData(h5_path, json_path, "test"), figures, EXAMPLES)
     curves = os.path.join(figures, "training_curves.png")
     plot_curves.plot_curves(run.read_state(), "CIDEr", curves)
     steps("summary")
+    # the final (self-critical) model's greedy captions, then the other scores
     summary = {key: scores["greedy"][key] for key in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L")}
-    summary.update({key: ground[key] for key in (
-        "pointing", "pointing_chance", "pointing_within_one_cell", "beta_visual",
-        "beta_nonvisual")})
+    summary.update({"CIDEr_beam3": scores["beam3"]["CIDEr"],
+                    "CIDEr_xe": scores["xe_greedy"]["CIDEr"],
+                    "CIDEr_xe_beam3": scores["xe_beam3"]["CIDEr"]})
+    grounding_keys = ("pointing", "pointing_chance", "pointing_within_one_cell", "beta_visual",
+                      "beta_nonvisual")
+    summary.update({key: ground[""][key] for key in grounding_keys})
+    summary.update({f"{key}_xe": ground["xe_"][key] for key in grounding_keys})
     summary.update({"seconds": round(steps.seconds, 1), "scores": scores,
-                    "CIDEr_best_reference": ceiling, "grounding": ground,
-                    "figures": example_paths + [curves], "results": [greedy, beam],
-                    "quick": quick, "cnn_weights": "none",
-                    "model": run.best()})
+                    "CIDEr_best_reference": ceiling, "grounding": ground[""],
+                    "grounding_xe": ground["xe_"], "figures": example_paths + [curves],
+                    "results": results, "quick": quick, "cnn_weights": "none",
+                    "model": run.best("scst"), "model_xe": run.best()})
     summary_path = os.path.join(out, "summary.json")
     write_json_atomic(summary_path, summary)
     print_table(summary)
@@ -142,16 +155,22 @@ def _fmt(value):
 
 
 def print_table(summary):
-    print("\n| decoding | CIDEr | BLEU-4 | METEOR | ROUGE_L |\n| --- | --- | --- | --- | --- |")
+    print("\n| model, decoding | CIDEr | BLEU-4 | METEOR | ROUGE_L |\n"
+          "| --- | --- | --- | --- | --- |")
     for name, s in summary["scores"].items():
-        print(f"| {name} | {_fmt(s['CIDEr'])} | {_fmt(s['Bleu_4'])} | {_fmt(s['METEOR'])} | "
+        label = ("cross-entropy, " if name.startswith("xe_") else "self-critical, ") + \
+            name.removeprefix("xe_")
+        print(f"| {label} | {_fmt(s['CIDEr'])} | {_fmt(s['Bleu_4'])} | {_fmt(s['METEOR'])} | "
               f"{_fmt(s['ROUGE_L'])} |")
     print(f"\n(each test image captioned by its best own reference would score CIDEr "
           f"{_fmt(summary['CIDEr_best_reference'])})")
-    print(f"\npointing {_fmt(summary['pointing'])} (chance {_fmt(summary['pointing_chance'])}, "
-          f"within one cell {_fmt(summary['pointing_within_one_cell'])}); mean beta on visual "
-          f"words {_fmt(summary['beta_visual'])}, on non-visual words "
-          f"{_fmt(summary['beta_nonvisual'])}; {summary['seconds']:.0f} s in all")
+    for name, end in (("self-critical", ""), ("cross-entropy", "_xe")):
+        print(f"\n{name} model: pointing {_fmt(summary['pointing' + end])} (chance "
+              f"{_fmt(summary['pointing_chance' + end])}, within one cell "
+              f"{_fmt(summary['pointing_within_one_cell' + end])}); mean beta on visual words "
+              f"{_fmt(summary['beta_visual' + end])}, on non-visual words "
+              f"{_fmt(summary['beta_nonvisual' + end])}")
+    print(f"\n{summary['seconds']:.0f} s in all")
     print("figures:\n" + "\n".join(f"  {p}" for p in summary["figures"]))
 
 

@@ -13,8 +13,10 @@ from imcap import demo
 from imcap.evaluation.scoring import load_ground_truth, score_captions
 from imcap.models.saving import load_model
 
-KEYS = ["CIDEr", "Bleu_4", "METEOR", "ROUGE_L", "pointing", "pointing_chance",
-        "pointing_within_one_cell", "beta_visual", "beta_nonvisual", "seconds", "figures"]
+KEYS = ["CIDEr", "CIDEr_beam3", "CIDEr_xe", "CIDEr_xe_beam3", "Bleu_4", "METEOR", "ROUGE_L",
+        "pointing", "pointing_chance", "pointing_within_one_cell", "beta_visual",
+        "beta_nonvisual", "pointing_xe", "beta_visual_xe", "beta_nonvisual_xe", "seconds",
+        "figures"]
 
 
 @pytest.mark.slow
@@ -38,7 +40,8 @@ def test_the_quick_demo_writes_every_artefact(tmp_path, capsys):
     assert 4 < summary["CIDEr_best_reference"] <= 10
     # the reported scores are those of the result files, scored again here
     ground_truth = load_ground_truth(str(out / "run" / "data" / "shapes_test_gt.json"))
-    for name, results in zip(("greedy", "beam3"), summary["results"]):
+    assert sorted(summary["results"]) == ["beam3", "greedy", "xe_beam3", "xe_greedy"]
+    for name, results in summary["results"].items():
         with open(results) as f:
             captions = {r["image_id"]: r["caption"] for r in json.load(f)}
         again, _ = score_captions(ground_truth, captions, ("CIDEr", "Bleu_4"))
@@ -46,13 +49,21 @@ def test_the_quick_demo_writes_every_artefact(tmp_path, capsys):
             assert summary["scores"][name][metric] == pytest.approx(again[metric], abs=1e-9)
         assert "METEOR" in summary["scores"][name]
     assert summary["CIDEr"] == summary["scores"]["greedy"]["CIDEr"]
+    for key, name in (("CIDEr_beam3", "beam3"), ("CIDEr_xe", "xe_greedy"),
+                      ("CIDEr_xe_beam3", "xe_beam3")):
+        assert summary[key] == summary["scores"][name]["CIDEr"]
+    # two models: the self-critical one from the cross-entropy one's best checkpoint
+    assert "scst" in summary["model"] and "scst" not in summary["model_xe"]
+    assert os.path.basename(summary["results"]["greedy"]).startswith("model_scst_best_")
+    assert os.path.basename(summary["results"]["xe_greedy"]).startswith("model_best_")
     assert len(summary["figures"]) == demo.EXAMPLES + 1
     for path in summary["figures"]:
         with Image.open(path) as image:
             assert image.format == "PNG"
     coco = COCO(str(out / "run" / "data" / "shapes_test_gt.json"))
-    for results in summary["results"]:
+    for results in summary["results"].values():
         assert len(coco.loadRes(results).getImgIds()) == 12
         assert os.path.exists(results.replace(".json", "_scores.json"))
     assert load_model(summary["model"]).config.use_sentinel
-    assert "| greedy |" in "\n".join(printed)
+    assert "| self-critical, greedy |" in "\n".join(printed)
+    assert "| cross-entropy, beam3 |" in "\n".join(printed)

@@ -203,14 +203,17 @@ def test_training_from_a_folder_of_variable_region_sets(shapes_prepro, tmp_path)
     feats.mkdir()
     for n, image_id in enumerate(ids):
         np.savez(feats / f"{image_id}.npz", feat=features_of(image_id, 2 + n % 4))
-    train.main(["-data_folder", str(folder), "-features", str(feats), "-standardize", "channel"]
-               + TINY)
+    train.main(["-data_folder", str(folder), "-features", str(feats), "-standardize", "channel",
+                "-scst_epochs", "1", "-scst_sample_n", "2"] + TINY)  # and self-critical
     with open(folder / "models" / "model_state.json") as f:
-        best = json.load(f)["stages"]["frozen"]["best_path"]
-    config = load_model(best).config
+        stages = json.load(f)["stages"]
+    assert list(stages) == ["frozen", "scst"] and stages["scst"]["done"]
+    assert stages["scst"]["history"][0]["length"] > 0
+    config = load_model(stages["frozen"]["best_path"]).config
     assert config.variable_regions and (config.num_regions, config.feature_dim) == (5, DIM)
-    results = test_script.main(["-data_folder", str(folder), "-features", str(feats),
-                                "-bsize", "2"])
-    with open(results) as f:
-        assert len(json.load(f)) == len(json_ids(folder / "data" / "cocotalk_challenge.json",
-                                                 "test"))
+    for extra in (["-bsize", "2"], ["--scst"]):
+        results = test_script.main(["-data_folder", str(folder), "-features", str(feats)]
+                                   + extra)
+        with open(results) as f:
+            assert len(json.load(f)) == len(json_ids(folder / "data" /
+                                                     "cocotalk_challenge.json", "test"))
