@@ -358,6 +358,16 @@ CASES = [
     Case("negative_batch_size", "train", "-bs -8",
          lambda w: w.data_folder() + TINY + ["-bs", "-8"],
          ["argument -bs/--bs: must be positive, got -8"], 2),
+    Case("scst_alone_without_model_file", "train", "-nepochs 0 -scst_epochs 1, no -model_file",
+         lambda w: w.data_folder() + TINY + ["-nepochs", "0", "-scst_epochs", "1"],
+         ["self-critical training alone", "pass -model_file"]),
+    Case("scst_mean_baseline_one_sample", "train", "-scst_sample_n 1 with the mean baseline",
+         lambda w: w.data_folder() + TINY + ["-scst_epochs", "1", "-scst_sample_n", "1"],
+         ["-scst_sample_n 1 with -scst_baseline mean", "at least 2"]),
+    Case("scst_references_cut_short", "train", "SCST's stored references cut short",
+         lambda w: scst_references_cut_short(w) + TINY + [
+             "-nepochs", "0", "-scst_epochs", "1", "-model_file", w.shared["model"]],
+         ["SCST references", "model_scst_references.json: malformed", "delete it"]),
     Case("model_file_other_vocabulary", "train", "-model_file built for another vocabulary",
          lambda w: w.data_folder() + TINY + ["-model_file", w.shared["other_vocab_model"]],
          ["other_vocab.keras", "another vocabulary", "is 'zebra' and"]),
@@ -470,6 +480,14 @@ def shared(data_folder_for_module):
 @pytest.fixture(scope="module")
 def data_folder_for_module(shapes_prepro, tmp_path_factory):
     return make_shared(shapes_prepro, tmp_path_factory.mktemp("bad_inputs_shared"))
+
+
+def scst_references_cut_short(world):
+    argv = world.data_folder()
+    models = world.root / "run" / "models"
+    models.mkdir()
+    (models / "model_scst_references.json").write_text('{"references": {"1": ["a red')
+    return argv
 
 
 def make_shared(shapes_prepro, root):
