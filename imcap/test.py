@@ -66,11 +66,7 @@ def split_data(model, args, h5_path, json_path):
         raise DataError(f"checkpoint {checkpoint_path(args)} takes precomputed features "
                         f"({config.num_regions} x {config.feature_dim}), not the images of "
                         f"{h5_path}; pass -features PATH")
-    if not args.features:
-        return CaptionData(h5_path, json_path, args.split)
-    return CaptionData(h5_path, json_path, args.split, with_images=False,
-                       features=args.features, regions=config.num_regions,
-                       num_regions=config.variable_regions)
+    return CaptionData.for_model(h5_path, json_path, args.split, config, args.features)
 
 
 def run(args):

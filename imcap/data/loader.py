@@ -84,6 +84,16 @@ class CaptionData:
             self.num_regions = features.variable if num_regions is None else num_regions
             self.feature_shape = (regions or features.max_regions, features.dim)
 
+    @classmethod
+    def for_model(cls, h5_path, json_path, split, config, features=None):
+        """``split`` as a captioner with ``config`` (a ``CaptionerConfig``) takes it: its images,
+        or its ``features`` padded to the model's regions (with their counts when the model
+        has ``variable_regions``)."""
+        if features is None:
+            return cls(h5_path, json_path, split)
+        return cls(h5_path, json_path, split, with_images=False, features=features,
+                   regions=config.num_regions, num_regions=config.variable_regions)
+
     def _read_labels(self, h5_path, json_path, num_images):
         try:
             h5 = h5py.File(h5_path, "r")

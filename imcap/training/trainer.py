@@ -255,11 +255,9 @@ class Trainer:
         or the feature cache of ``model``'s CNN."""
         if self.features is None and not self.uses_cache(stage):
             return self.train_data, self.val_data
-        source, config = self.features or self.feature_cache(model), model.config
-        return tuple(CaptionData(self.h5_path, self.json_path, split, with_images=False,
-                                 features=source, regions=config.num_regions,
-                                 num_regions=config.variable_regions)
-                     for split in ("train", "val"))
+        source = self.features or self.feature_cache(model)
+        return tuple(CaptionData.for_model(self.h5_path, self.json_path, split, model.config,
+                                           source) for split in ("train", "val"))
 
     # --- validation ---------------------------------------------------------------------------
 
