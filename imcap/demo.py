@@ -35,7 +35,7 @@ from imcap.utils.fileio import write_json_atomic  # noqa: E402
 from imcap.data.loader import CaptionData  # noqa: E402
 
 FULL = {"num_train": 3800, "num_restval": 100, "num_val": 100, "num_test": 100,
-        "image_size": 128, "nepochs": 16, "scst_epochs": 2}
+        "image_size": 128, "nepochs": 16, "scst_epochs": 3}
 QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "image_size": 64,
          "nepochs": 1, "scst_epochs": 1}
 # the model and training recipe (see README: "The demo")
@@ -45,7 +45,7 @@ TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_ou
                "2e-3", "-bs", "40", "-seq_per_img", "1", "--precompute_feats", "-ftnepochs",
                "0", "-pat", "6",
                "-es_metric", "CIDEr", "--log_term"]
-SCST_FLAGS = ["-scst_lr", "2e-4", "-scst_sample_n", "5"]
+SCST_FLAGS = ["-scst_lr", "5e-4", "-scst_sample_n", "5"]
 EXAMPLES = 4
 
 
