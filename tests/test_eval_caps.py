@@ -9,7 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from imcap.coco_caption import eval_caps
-from imcap.evaluation.scoring import best_reference_scores, spice_missing
+from imcap.evaluation.scoring import (best_reference_scores, load_ground_truth, score_captions,
+                                      spice_missing)
 from imcap.utils.fileio import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,10 @@ def test_scores_equal_cocoevalcap_on_the_results_images(fixture, monkeypatch, ca
     import pycocoevalcap.eval as cocoeval
 
     results_file, ann_file, ids = fixture
+    # another evaluation first: the one METEOR process of this process (scoring.meteor) has
+    # then scored other captions, and must still give COCOEvalCap's fresh process's numbers
+    other = {i: "zebra " * (n + 1) for n, i in enumerate(ids)}
+    score_captions(load_ground_truth(ann_file), other)
     scores = eval_caps.evaluate(results_file, ann_file)
     assert scores["num_images"] == 3 and scores["num_annotated_images"] == 4
 

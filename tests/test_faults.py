@@ -304,7 +304,7 @@ def test_scst_alone_from_a_model_file_killed_then_resumed_ends_like_an_uninterru
     its second epoch, --resume: the same losses, rewards and weights as a run never killed;
     test.py --scst captions with the stage's best checkpoint."""
     _, start = straight
-    flags = ["-nepochs", "0", "-scst_epochs", "2", "-scst_lr", "0.002", "-scst_sample_n", "3",
+    flags = ["-nepochs", "0", "-scst_epochs", "2", "-scst_lr", "0.002", "-scst_sample_n", "2",
              "-model_file", str(start / "models" / "model_best.keras")] + FLAGS[2:]
     reference_folder = copy_train_data(shapes_prepro, tmp_path / "reference")
     train.main(["-data_folder", str(reference_folder)] + flags)

@@ -56,6 +56,31 @@ def spice_missing():
             f"'python -m pycocoevalcap.spice.get_stanford_models' (or copy the two jars there)")
 
 
+_meteor = None
+
+
+def meteor():
+    """pycocoevalcap's METEOR scorer, one per process: starting it (Java, loading its paraphrase
+    tables) takes about 10 s here, while scoring a split takes well under a second, so every
+    evaluation after the first in a process (the demo's four, early stopping on METEOR) reuses
+    the running one. A scorer whose process has died, or that failed, is replaced."""
+    global _meteor
+    if _meteor is None or _meteor.meteor_p.poll() is not None:
+        _meteor = Meteor()
+    return _meteor
+
+
+def _compute(scorer, gts, res):
+    global _meteor
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its n-gram counts
+            return scorer.compute_score(gts, res)
+    except Exception:
+        if scorer is _meteor:  # its lock may still be held: never reuse it
+            _meteor = None
+        raise
+
+
 def score_captions(ground_truth, results, metrics=METRICS):
     """Scores ``results`` ``{image_id: caption}`` against ``ground_truth``
     ``{image_id: [captions]}`` on the images of ``results``.
@@ -81,7 +106,7 @@ def score_captions(ground_truth, results, metrics=METRICS):
     if any(m.startswith("Bleu") for m in metrics):
         scorers.append((Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]))
     if "METEOR" in metrics:
-        scorers.append((Meteor(), ["METEOR"]))
+        scorers.append((meteor(), ["METEOR"]))
     if "ROUGE_L" in metrics:
         scorers.append((Rouge(), ["ROUGE_L"]))
     if "CIDEr" in metrics:
@@ -91,8 +116,7 @@ def score_captions(ground_truth, results, metrics=METRICS):
         scorers.append((Spice(), [SPICE]))
     overall, per_image = {}, {i: {} for i in ids}
     for scorer, names in scorers:
-        with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its n-gram counts
-            score, scores = scorer.compute_score(gts, res)
+        score, scores = _compute(scorer, gts, res)
         if len(names) == 1:
             score, scores = [score], [scores]
         for name, value, values in zip(names, score, scores):
