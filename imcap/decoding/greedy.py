@@ -35,7 +35,8 @@ class GreedyDecoder(Decoder):
             log_probs, state, alpha, beta = self._step(encoded, words, state, t, weights,
                                                        history)
             words = self._choose(log_probs, seed, t)
-            history = tf.where(tf.equal(positions, t)[None, :], words[:, None], history)
+            if self.block_trigrams:  # the only reader of the history
+                history = tf.where(tf.equal(positions, t)[None, :], words[:, None], history)
             picked = tf.gather(log_probs, words, batch_dims=1)
             total += tf.where(ended, tf.zeros_like(picked), picked)
             ended = ended | tf.equal(words, self.end_id)

@@ -46,10 +46,10 @@ class Backbone:
     name: str
     application: object
     preprocessing: str
-    default_layer: str
     finetune_start_layer: int
-    min_image_size: int
     description: str
+    default_layer: str | None = None
+    min_image_size: int = 32
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -96,25 +96,25 @@ class Backbone:
 #   Sequential layer: the 4x4 stride-4 patchify convolution and its LayerNormalization).
 _ENTRIES = (
     Backbone(name="resnet", application="ResNet50", preprocessing="caffe",
-             default_layer=None, finetune_start_layer=6, min_image_size=32,
+             finetune_start_layer=6,
              description="ResNet-50 (He et al. 2016), imcap_keras' encoder"),
     Backbone(name="resnet101", application="ResNet101", preprocessing="caffe",
-             default_layer=None, finetune_start_layer=6, min_image_size=32,
+             finetune_start_layer=6,
              description="ResNet-101 (He et al. 2016)"),
     Backbone(name="resnet152", application="ResNet152", preprocessing="caffe",
-             default_layer=None, finetune_start_layer=6, min_image_size=32,
+             finetune_start_layer=6,
              description="ResNet-152 (He et al. 2016), the paper's encoder"),
     Backbone(name="vgg16", application="VGG16", preprocessing="caffe",
-             default_layer=None, finetune_start_layer=3, min_image_size=32,
+             finetune_start_layer=3,
              description="VGG-16 (Simonyan and Zisserman 2015)"),
     Backbone(name="vgg19", application="VGG19", preprocessing="caffe",
-             default_layer=None, finetune_start_layer=3, min_image_size=32,
+             finetune_start_layer=3,
              description="VGG-19 (Simonyan and Zisserman 2015)"),
     Backbone(name="efficientnetv2s", application="EfficientNetV2S", preprocessing="none",
-             default_layer=None, finetune_start_layer=5, min_image_size=32,
+             finetune_start_layer=5,
              description="EfficientNetV2-S (Tan and Le 2021)"),
     Backbone(name="convnext_tiny", application="ConvNeXtTiny", preprocessing="none",
-             default_layer=None, finetune_start_layer=3, min_image_size=32,
+             finetune_start_layer=3,
              description="ConvNeXt-T (Liu et al. 2022)"),
 )
 BACKBONES = {entry.name: entry for entry in _ENTRIES}

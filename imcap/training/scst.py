@@ -137,8 +137,7 @@ class SelfCritical(keras.Model):
         return list(self.trackers.values())
 
     def _rewards(self, image_ids, words):
-        captions = [" ".join(self.captioner.config.vocabulary.ids_to_words(row))
-                    for row in words]
+        captions = self.sampler.to_captions(words)
         return self.scorer.scores(image_ids.tolist(), captions).astype(np.float32)
 
     def rewards(self, image_ids, words):
