@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 
 from imcap.coco_caption import eval_caps
 from imcap.evaluation.scoring import (best_reference_scores, load_ground_truth, score_captions,
-                                      spice_missing)
+                                      spice_missing, tokenize_together)
 from imcap.utils.fileio import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,3 +136,16 @@ def test_best_reference_scores_of_identical_references_is_cider_maximum():
                        "a big red circle", "a big red circle"]
     best, per_reference = best_reference_scores(ground_truth)
     assert per_reference[1] < best < 10.0 and per_reference[0] == pytest.approx(best)
+
+
+def test_one_tokenizer_run_gives_what_one_run_per_group_gives():
+    """score_captions tokenises references and results in one Java run: line by line, as two
+    runs would (punctuation, case, an empty caption, the same key in both groups)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    references = {1: [{"caption": "A man, riding a horse."}, {"caption": "Two dogs' toys!"}],
+                  7: [{"caption": "a \"quoted\" word -- and (brackets)"}]}
+    results = {1: [{"caption": ""}], 7: [{"caption": "It's a cat... on a mat?"}]}
+    together = tokenize_together(references, results)
+    assert together == (PTBTokenizer().tokenize(references), PTBTokenizer().tokenize(results))
+    assert together[1][7] == ["it 's a cat on a mat"]

@@ -81,6 +81,18 @@ def _compute(scorer, gts, res):
         raise
 
 
+def tokenize_together(*groups):
+    """Each of ``groups`` (``{key: [{"caption": text}, ...]}``, as COCOEvalCap hands them to
+    the PTB tokenizer) tokenised, in one Java run: the tokenizer works line by line, so this
+    is what one run per group gives, without a Java start-up (about a second) per group."""
+    joined = {(n, key): captions for n, group in enumerate(groups)
+              for key, captions in group.items()}
+    with quiet_subprocess_stderr():  # Java prints "PTBTokenizer tokenized N tokens" per call
+        tokens = PTBTokenizer().tokenize(joined)
+    return tuple({key: tokens[(n, key)] for key in group if (n, key) in tokens}
+                 for n, group in enumerate(groups))
+
+
 def score_captions(ground_truth, results, metrics=METRICS):
     """Scores ``results`` ``{image_id: caption}`` against ``ground_truth``
     ``{image_id: [captions]}`` on the images of ``results``.
@@ -98,10 +110,9 @@ def score_captions(ground_truth, results, metrics=METRICS):
     if missing:
         raise DataError(f"{len(missing)} result image ids have no ground truth, e.g. "
                         f"{missing[:5]}")
-    tokenizer = PTBTokenizer()
-    with quiet_subprocess_stderr():  # Java prints "PTBTokenizer tokenized N tokens" per call
-        gts = tokenizer.tokenize({i: [{"caption": c} for c in ground_truth[i]] for i in ids})
-        res = tokenizer.tokenize({i: [{"caption": results[i]}] for i in ids})
+    gts, res = tokenize_together(
+        {i: [{"caption": c} for c in ground_truth[i]] for i in ids},
+        {i: [{"caption": results[i]}] for i in ids})
     scorers = []
     if any(m.startswith("Bleu") for m in metrics):
         scorers.append((Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]))
