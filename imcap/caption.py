@@ -15,15 +15,11 @@ and ``captions.json`` with the words and their beta. Runs on CPU.
 import glob
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from imcap import decoding  # noqa: E402
-from imcap.models import saving  # noqa: E402
-from imcap.utils.cli import (  # noqa: E402
+# no TensorFlow at import: --help stays fast (main loads it after the flags parse)
+from imcap.utils.cli import (
     ArgumentParser, add_decoding_options, decoding_options, one_line_errors)
-from imcap.utils.fileio import DataError, write_json_atomic  # noqa: E402
-from imcap.data.images import folder_images, load_images  # noqa: E402
-from imcap.models.preprocessing import preprocess_images  # noqa: E402
+from imcap.utils.fileio import DataError, write_json_atomic
+from imcap.data.images import folder_images, load_images
 
 
 def get_parser():
@@ -85,11 +81,13 @@ def expand_images(specs):
 
 def caption_images(model, paths, decoder, batch_size):
     """Per image: ``(words with <eos> if emitted, alpha, beta, RGB image)``."""
+    from imcap.models import preprocessing
+
     config = model.config
     outputs = []
     for start in range(0, len(paths), batch_size):
         images = load_images(paths[start:start + batch_size], config.image_size)
-        out = decoder.decode(preprocess_images(images, config.cnn))
+        out = decoder.decode(preprocessing.preprocess_images(images, config.cnn))
         for row, image in enumerate(images):
             words = config.vocabulary.ids_to_words(out["words"][row], keep_end=True)
             length = len(words)
@@ -100,6 +98,12 @@ def caption_images(model, paths, decoder, batch_size):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    from imcap.utils.quiet import start_tensorflow
+
+    start_tensorflow()  # before Keras, without TensorFlow's start-up noise
+    from imcap import decoding
+    from imcap.models import saving
+
     with one_line_errors("caption"):
         check_args(args)
         paths = expand_images(args.images)

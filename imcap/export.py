@@ -14,22 +14,18 @@ Pillow's), then preprocessed as in training.
 
 import shutil
 
-from imcap.utils.quiet import start_tensorflow
-
-tf = start_tensorflow()  # before Keras, without TensorFlow's start-up noise
-
-import keras  # noqa: E402
-
-from imcap import decoding  # noqa: E402
-from imcap.models import saving  # noqa: E402
-from imcap.utils.cli import (  # noqa: E402
+# no TensorFlow at import: --help stays fast (export() loads it)
+from imcap.utils.cli import (
     ArgumentParser, add_decoding_options, decoding_options, one_line_errors)
-from imcap.utils.fileio import DataError, atomic_output  # noqa: E402
-from imcap.models.preprocessing import preprocess_images  # noqa: E402
+from imcap.utils.fileio import DataError, atomic_output
+from imcap.utils.quiet import start_tensorflow
 
 
 def serving_function(model, decoder):
     """``images`` (B,) encoded bytes -> caption, words, attention and sentinel weights."""
+    tf = start_tensorflow()
+    from imcap.models.preprocessing import preprocess_images
+
     config = model.config
     size = config.image_size
     vocabulary = tf.constant([""] + list(config.vocabulary.words))  # id 0: padding
@@ -55,6 +51,12 @@ def serving_function(model, decoder):
 
 def export(model_file, out_dir, beam_size=1, max_length=None, **options):
     """Writes the SavedModel to ``out_dir`` (through ``out_dir.partial``); returns ``out_dir``."""
+    tf = start_tensorflow()  # before Keras, without TensorFlow's start-up noise
+    import keras
+
+    from imcap import decoding
+    from imcap.models import saving
+
     model = saving.load_model(model_file, compile=False)
     if model.encoder is None:
         raise DataError(f"checkpoint {model_file} takes precomputed features, not images: "

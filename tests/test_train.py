@@ -198,3 +198,10 @@ def test_every_console_script_answers_help():
                               text=True, timeout=300)
         assert done.returncode == 0, (name, done.stderr[-2000:])
         assert done.stdout.startswith("usage: "), (name, done.stdout[:200])
+    # --help is fast: no command module imports TensorFlow before its flags parse
+    modules = sorted({target.split(":")[0] for target in scripts.values()})
+    done = subprocess.run([sys.executable, "-c", f"import sys\nfor m in {modules!r}: "
+                           f"__import__(m)\nprint(sorted(m for m in sys.modules if m in "
+                           f"('tensorflow', 'keras')))"], capture_output=True, text=True,
+                          timeout=300, cwd=repo)
+    assert done.returncode == 0 and done.stdout.split("\n")[0] == "[]", done.stdout + done.stderr
