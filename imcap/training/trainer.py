@@ -237,6 +237,9 @@ class Trainer:
             fit_model = model.features_model() if self.uses_cache(stage) else model
             fit_model.compile(optimizer=optimizer,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        # the optimizer's slots (Adam's moments, accumulators) exist before the first step:
+        # created inside it, they made TensorFlow trace the training step twice
+        fit_model.optimizer.build(fit_model.trainable_variables)
         if self.config.strategy != "default":
             distribute.build_from_first_replica(fit_model)
         return fit_model
