@@ -336,3 +336,17 @@ def test_block_trigrams_leaves_no_caption_repeating_a_trigram(beam_size, tempera
                     break
                 seen.add(gram)
             np.testing.assert_array_equal(a[:first], b[:first])
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batches_of_any_size_share_one_trace(beam_size):
+    """A split's batches (here 5, 5 and a last one of 2) are decoded by one traced graph,
+    which gives each batch what a decoder used for that batch alone gives."""
+    model = random_captioner()
+    x = features()
+    decoder = make_decoder(model, beam_size, max_length=12)
+    outputs = [decoder.decode(batch) for batch in (x[:5], x[5:10], x[10:])]
+    assert decoder._decode.experimental_get_tracing_count() == 1
+    alone = make_decoder(model, beam_size, max_length=12).decode(x[10:])
+    np.testing.assert_array_equal(outputs[-1]["words"], alone["words"])
+    np.testing.assert_allclose(outputs[-1]["log_prob"], alone["log_prob"], rtol=1e-6)

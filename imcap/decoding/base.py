@@ -10,6 +10,19 @@ BAD_ENDINGS = ("a", "an", "the", "in", "for", "at", "of", "with", "before", "aft
                "upon", "near", "to", "is", "are", "am")
 
 
+def _any_batch(arguments):
+    """TensorSpecs of ``_decode_graph``'s arguments, the batch dimension of the inputs (the
+    first) left open; the others (a seed) as they are."""
+    def spec(value, open_batch):
+        value = tf.convert_to_tensor(value)
+        shape = value.shape
+        return tf.TensorSpec(([None] + list(shape[1:])) if open_batch else shape, value.dtype)
+
+    inputs, *rest = arguments
+    return (tf.nest.map_structure(lambda x: spec(x, True), inputs),
+            *(tf.nest.map_structure(lambda x: spec(x, False), r) for r in rest))
+
+
 class Decoder:
     """What the decoders share: inputs, banned words, captions from word ids.
 
@@ -119,8 +132,12 @@ class Decoder:
         ``beta`` (B, L) (zeros without the sentinel); ``log_prob`` (B,) of each caption (its
         ``<eos>`` included)."""
         self._calls += 1
-        outputs = self._decode(*self._arguments(self._with_counts(inputs, num_regions),
-                                                self._calls))
+        arguments = self._arguments(self._with_counts(inputs, num_regions), self._calls)
+        if self._calls == 1:
+            # one trace for every batch size: without it, a split's last, smaller batch made
+            # TensorFlow trace the whole decoding again
+            self._decode.get_concrete_function(*_any_batch(arguments))
+        outputs = self._decode(*arguments)
         return {key: value.numpy() for key, value in outputs.items()}
 
     def __call__(self, inputs, num_regions=None):
