@@ -12,15 +12,17 @@ BAD_ENDINGS = ("a", "an", "the", "in", "for", "at", "of", "with", "before", "aft
 
 def _any_batch(arguments):
     """TensorSpecs of ``_decode_graph``'s arguments, the batch dimension of the inputs (the
-    first) left open; the others (a seed) as they are."""
-    def spec(value, open_batch):
-        value = tf.convert_to_tensor(value)
-        shape = value.shape
-        return tf.TensorSpec(([None] + list(shape[1:])) if open_batch else shape, value.dtype)
+    first) left open; the others (a seed) as they are. Reads shapes and dtypes only (NumPy
+    arrays are not copied into tensors for it)."""
+    def spec(value, open_batch=False):
+        if not hasattr(value, "dtype"):
+            value = tf.convert_to_tensor(value)
+        shape = list(value.shape)
+        return tf.TensorSpec([None] + shape[1:] if open_batch else shape, tf.as_dtype(value.dtype))
 
     inputs, *rest = arguments
-    return (tf.nest.map_structure(lambda x: spec(x, True), inputs),
-            *(tf.nest.map_structure(lambda x: spec(x, False), r) for r in rest))
+    return (tf.nest.map_structure(lambda x: spec(x, open_batch=True), inputs),
+            *tf.nest.map_structure(spec, rest))
 
 
 class Decoder:
