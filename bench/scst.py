@@ -80,8 +80,8 @@ def run(name, shapes, repeats):
     times = median_seconds(lambda: [float(v) for v in step((x, zeros, zeros, ids)).values()],
                            repeats)
 
-    repeated = tf.repeat(features, samples, axis=0)
-    sample = tf.function(lambda: trainer.sampler.graph(repeated, call=1)["words"])
+    sample = tf.function(lambda: trainer.sampler.graph(features, call=1,
+                                                       repeat=samples)["words"])
     words = sample().numpy()
     sample_s = median_seconds(lambda: sample().numpy(), repeats)
     repeated_ids = np.repeat(ids.numpy(), samples)

@@ -196,6 +196,25 @@ def test_sampling_is_seeded_and_cold_sampling_is_greedy():
     assert not np.array_equal(first, greedy)
 
 
+@pytest.mark.parametrize("decoder", ["greedy", "sampling"])
+def test_repeat_decodes_each_image_encoded_once_as_the_repeated_batch(decoder):
+    """``graph(x, repeat=n)`` (SCST's n samples per image, each image encoded once) gives what
+    decoding ``tf.repeat(x, n)`` gives: the same words (sampling: the same draws), and the
+    same log-probabilities, attention and sentinel weights to float32 rounding."""
+    model = random_captioner()
+    x = tf.constant(features(batch=4))
+    make = {"greedy": lambda: GreedyDecoder(model, 12),
+            "sampling": lambda: SamplingDecoder(model, 12, temperature=1.0, seed=5)}[decoder]
+    repeated = tf.function(lambda: make().graph(x, call=2, repeat=3))()
+    expected = tf.function(lambda: make().graph(tf.repeat(x, 3, axis=0), call=2))()
+    assert repeated["words"].shape == (12, 11)
+    np.testing.assert_array_equal(repeated["words"].numpy(), expected["words"].numpy())
+    if decoder == "sampling":  # three different draws of the first image
+        assert len({tuple(row) for row in repeated["words"].numpy()[:3]}) > 1
+    for key in ("log_prob", "alpha", "beta"):
+        np.testing.assert_allclose(repeated[key].numpy(), expected[key].numpy(), atol=1e-6)
+
+
 def test_bad_decoder_settings():
     model = random_captioner()
     with pytest.raises(ValueError, match="beam size must be at least 1"):

@@ -101,11 +101,17 @@ class Decoder:
                                  tf.constant(-np.inf, log_probs.dtype), log_probs)
         return (log_probs, state, tf.cast(alpha, tf.float32), tf.cast(beta, tf.float32))
 
-    def _encode(self, inputs):
+    def _encode(self, inputs, repeat=1):
+        """``encode``'s tensors, each image's row repeated ``repeat`` times (image-major:
+        ``tf.repeat``'s order), so that the image side runs once per image."""
         if isinstance(inputs, dict):  # what _with_counts made
-            return self.model.encode(inputs["inputs"], from_features=self.from_features,
-                                     num_regions=inputs["num_regions"])
-        return self.model.encode(inputs, from_features=self.from_features)
+            encoded = self.model.encode(inputs["inputs"], from_features=self.from_features,
+                                        num_regions=inputs["num_regions"])
+        else:
+            encoded = self.model.encode(inputs, from_features=self.from_features)
+        if repeat == 1:
+            return encoded
+        return {key: tf.repeat(value, repeat, axis=0) for key, value in encoded.items()}
 
     @staticmethod
     def _with_counts(inputs, num_regions):
@@ -121,12 +127,16 @@ class Decoder:
         """The arguments of ``_decode_graph`` for the ``call``-th decode."""
         return (inputs,)
 
-    def graph(self, inputs, num_regions=None, call=0):
+    def graph(self, inputs, num_regions=None, call=0, repeat=1):
         """The decoding as tensors, to call inside another ``tf.function`` (e.g. a serving
         signature or a training step): the same dict as ``decode``. ``call`` (an int or a
-        scalar tensor) is the sampler's call count, part of its seed."""
-        return self._decode_graph(*self._arguments(self._with_counts(inputs, num_regions),
-                                                   call))
+        scalar tensor) is the sampler's call count, part of its seed. ``repeat`` > 1 (greedy
+        and sampling) decodes each image ``repeat`` times, as ``tf.repeat(inputs, repeat,
+        axis=0)`` would, with each image encoded once: (B x repeat) rows, image-major."""
+        arguments = self._arguments(self._with_counts(inputs, num_regions), call)
+        if repeat == 1:
+            return self._decode_graph(*arguments)
+        return self._decode_graph(*arguments, repeat=repeat)
 
     def decode(self, inputs, num_regions=None):
         """A dict of NumPy arrays for a batch of images (or features, and their

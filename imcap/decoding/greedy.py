@@ -14,11 +14,11 @@ class GreedyDecoder(Decoder):
     def _choose(self, log_probs, seed, step):
         return tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
 
-    def _decode_graph(self, inputs, seed):
+    def _decode_graph(self, inputs, seed, repeat=1):
         model = self.model
-        encoded = self._encode(inputs)
+        encoded = self._encode(inputs, repeat)
         weights = self.model.step_weights()  # once per decode, not per step
-        batch = self._batch_size(inputs)
+        batch = self._batch_size(inputs) * repeat
         steps = self.steps
         words = tf.fill((batch,), tf.constant(self.start_id, tf.int32))
         state = model.initial_state(batch)

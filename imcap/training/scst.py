@@ -158,10 +158,9 @@ class SelfCritical(keras.Model):
         """The sampled words (B, n, L), their rewards and baselines (B, n)."""
         n = self.sample_n
         batch = tf.shape(features)[0]
-        repeated = tf.repeat(features, n, axis=0)
-        counts = None if num_regions is None else tf.repeat(num_regions, n, axis=0)
         step = self.optimizer.iterations if self.optimizer is not None else 0
-        words = self.sampler.graph(repeated, counts, call=step)["words"]  # (B n, L)
+        # (B n, L): each image encoded once, its n samples drawn from copies of the encoding
+        words = self.sampler.graph(features, num_regions, call=step, repeat=n)["words"]
         rewards = tf.reshape(self.rewards(tf.repeat(image_ids, n), words), (batch, n))
         if self.greedy is None:  # the mean of the image's other samples
             baselines = (tf.reduce_sum(rewards, 1, keepdims=True) - rewards) / (n - 1)
