@@ -16,6 +16,7 @@ import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import imcap  # noqa: E402,F401 -- first: it sets how TensorFlow loads (imcap/__init__.py)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

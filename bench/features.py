@@ -12,6 +12,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import imcap  # noqa: E402,F401 -- first: it sets how TensorFlow loads (imcap/__init__.py)
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
