@@ -4,6 +4,8 @@ folders (``imcap.data.region_features``), the loader on them, ``imcap-features``
 
 import json
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -119,26 +121,43 @@ def test_the_loader_yields_features_and_counts_by_id(shapes_prepro, tmp_path):
         np.testing.assert_array_equal(x["features"][n, :k], features_of(int(image_id), k))
 
 
+def labels_and_features(shapes_prepro, parent):
+    """A labels-only copy of the tiny set in ``parent / "run"`` (as prepro_coco.py --no_images
+    writes it) and a features file of 4 regions per image: (folder, features path)."""
+    folder = copy_train_data(shapes_prepro, parent / "run")
+    with h5py.File(folder / "data" / "cocotalk_challenge.h5", "a") as f:
+        del f["images"]
+    ids = json_ids(folder / "data" / "cocotalk_challenge.json")
+    return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
+
+
 @pytest.fixture(scope="module")
 def features_run(shapes_prepro, tmp_path_factory):
-    """train.py -features on a labels-only copy of the tiny set (every image 4 regions)."""
-    folder = copy_train_data(shapes_prepro, tmp_path_factory.mktemp("features") / "run")
-    h5 = folder / "data" / "cocotalk_challenge.h5"
-    with h5py.File(h5, "a") as f:
-        del f["images"]  # as prepro_coco.py --no_images writes it
-    ids = json_ids(folder / "data" / "cocotalk_challenge.json")
-    path = write_file(folder / "feats.h5", ids, [4] * len(ids))
-    flags = [f for f in TINY if f != "--log_term"] + ["-ftnepochs", "2"]  # with a log file
-    train.main(["-data_folder", str(folder), "-features", path] + flags)
-    return folder, path
+    """train.py -features on a labels-only copy of the tiny set (every image 4 regions): stage
+    1 (2 epochs; stage 2 asked for, and skipped), then self-critical training, with
+    --strategy mirrored on two logical CPU devices (so in a child process) and
+    --mixed_precision bfloat16 together (-accum is refused under a strategy, see
+    test_bad_inputs; on one device it has its own test in test_train). Returns (folder,
+    features path, the run's log)."""
+    folder, path = labels_and_features(shapes_prepro, tmp_path_factory.mktemp("features"))
+    at = TINY.index("-nepochs")
+    flags = [f for f in TINY[:at] + TINY[at + 2:] if f != "--log_term"] + [  # with a log file
+        "-nepochs", "2", "-ftnepochs", "2", "-scst_epochs", "1", "-scst_sample_n", "2",
+        "--mixed_precision", "bfloat16", "--strategy", "mirrored", "-cpu_devices", "2"]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "imcap.train", "-data_folder", str(folder),
+                           "-features", path] + flags, cwd=repo, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return folder, path, (folder / "logs" / "model.log").read_text()
 
 
 def test_training_from_a_features_file_then_captioning_it(features_run, capsys):
-    folder, path = features_run
+    folder, path, log = features_run
     with open(folder / "models" / "model_state.json") as f:
         stages = json.load(f)["stages"]
-    assert list(stages) == ["frozen"] and stages["frozen"]["done"]  # no stage 2
-    assert "stage 2 (-ftnepochs 2) is skipped" in (folder / "logs" / "model.log").read_text()
+    assert list(stages) == ["frozen", "scst"] and stages["frozen"]["done"]  # no stage 2
+    assert "stage 2 (-ftnepochs 2) is skipped" in log
     model = load_model(stages["frozen"]["best_path"])
     config = model.config
     assert not config.input_images and (config.num_regions, config.feature_dim) == (4, DIM)
@@ -152,7 +171,7 @@ def test_training_from_a_features_file_then_captioning_it(features_run, capsys):
 
 
 def test_a_features_checkpoint_refuses_images_and_other_features(features_run, tmp_path, capsys):
-    folder, path = features_run
+    folder, path, _ = features_run
     with pytest.raises(SystemExit):
         test_script.main(["-data_folder", str(folder)])
     assert "takes precomputed features (4 x 6), not the images of" in capsys.readouterr().err
@@ -170,6 +189,32 @@ def test_a_features_checkpoint_refuses_images_and_other_features(features_run, t
     with pytest.raises(SystemExit):
         train.main(["-data_folder", str(folder), "-features", path, "--cnntrain"] + TINY)
     assert "with -features there is none" in capsys.readouterr().err
+
+
+def test_features_and_scst_under_mirrored_and_mixed_precision(features_run):
+    """The run of ``features_run``: both stages trained on two replicas, the checkpoints keep
+    the bfloat16 policy, and test.py decodes the self-critical model from the same
+    features."""
+    folder, path, log = features_run
+    assert "strategy mirrored: 2 replica(s)" in log
+    with open(folder / "models" / "model_state.json") as f:
+        stages = json.load(f)["stages"]
+    assert all(stages[s]["done"] for s in stages)
+    losses = [h["loss"] for h in stages["frozen"]["history"]]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    (sampled,) = stages["scst"]["history"]
+    assert sampled["length"] > 0 and np.isfinite([sampled["reward"], sampled["baseline"],
+                                                  sampled["loss"]]).all()
+    frozen, scst = (load_model(stages[s]["best_path"]) for s in ("frozen", "scst"))
+    for model in (frozen, scst):
+        assert model.config.dtype_policy == "mixed_bfloat16"
+        assert model.dtype_policy.compute_dtype == "bfloat16"
+    assert any(not np.array_equal(a, b) for a, b in zip(frozen.get_weights(),
+                                                         scst.get_weights()))
+    results = test_script.main(["-data_folder", str(folder), "-features", path, "--scst"])
+    with open(results) as f:
+        assert len(json.load(f)) == len(json_ids(folder / "data" /
+                                                 "cocotalk_challenge.json", "test"))
 
 
 def test_imcap_features_from_the_hdf5_and_from_a_folder(shapes_prepro, shapes_dir, tmp_path):
@@ -204,12 +249,18 @@ def test_training_from_a_folder_of_variable_region_sets(shapes_prepro, tmp_path)
     for n, image_id in enumerate(ids):
         np.savez(feats / f"{image_id}.npz", feat=features_of(image_id, 2 + n % 4))
     train.main(["-data_folder", str(folder), "-features", str(feats), "-standardize", "channel",
-                "-scst_epochs", "1", "-scst_sample_n", "2"] + TINY)  # and self-critical
+                "-scst_epochs", "1", "-scst_sample_n", "2", "-accum", "2"] + TINY)  # and SCST
     with open(folder / "models" / "model_state.json") as f:
         stages = json.load(f)["stages"]
     assert list(stages) == ["frozen", "scst"] and stages["scst"]["done"]
     assert stages["scst"]["history"][0]["length"] > 0
-    config = load_model(stages["frozen"]["best_path"]).config
+    # -accum 2 in both stages: stage 1's checkpoint keeps its accumulating optimizer (SCST's
+    # trains the wrapper around the captioner); SCST still updates the weights
+    frozen, scst = (load_model(stages[s]["last_path"]) for s in ("frozen", "scst"))
+    assert frozen.optimizer.gradient_accumulation_steps == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(frozen.get_weights(),
+                                                         scst.get_weights()))
+    config = frozen.config
     assert config.variable_regions and (config.num_regions, config.feature_dim) == (5, DIM)
     for extra in (["-bsize", "2"], ["--scst"]):
         results = test_script.main(["-data_folder", str(folder), "-features", str(feats)]
