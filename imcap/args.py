@@ -273,7 +273,7 @@ def parse_args(argv=None, prog=None):
     """The flags of ``argv``; ``prog`` names the script in errors and --help (see get_parser)."""
     parser = get_parser(prog)
     args = parser.parse_args(argv)
-    if args.accum > 1 and args.strategy != "default" and prog != "test.py":
+    if args.accum > 1 and args.strategy != "default" and prog in (None, "train.py"):
         # keras-team/keras#20582: the optimizer's accumulate-or-apply cond holds the replicas'
         # gradient all-reduce, which TensorFlow refuses inside a cond (it failed at the first
         # step, after the data and the model were built)
