@@ -137,8 +137,8 @@ def features_run(shapes_prepro, tmp_path_factory):
     1 (2 epochs; stage 2 asked for, and skipped), then self-critical training, with
     --strategy mirrored on two logical CPU devices (so in a child process) and
     --mixed_precision bfloat16 together (-accum is refused under a strategy, see
-    test_bad_inputs; on one device it has its own test in test_train). Returns (folder,
-    features path, the run's log)."""
+    test_bad_inputs; on one device: test_training_from_a_folder_of_variable_region_sets
+    here, and test_train). Returns (folder, features path, the run's log)."""
     folder, path = labels_and_features(shapes_prepro, tmp_path_factory.mktemp("features"))
     at = TINY.index("-nepochs")
     flags = [f for f in TINY[:at] + TINY[at + 2:] if f != "--log_term"] + [  # with a log file
