@@ -131,10 +131,10 @@ def labels_and_features(shapes_prepro, parent):
     return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def features_run(shapes_prepro, tmp_path_factory):
     """train.py -features on a labels-only copy of the tiny set (every image 4 regions): stage
-    1 (2 epochs; stage 2 asked for, and skipped), then self-critical training, with
+    1 (one epoch; stage 2 asked for, and skipped), then self-critical training, with
     --strategy mirrored on two logical CPU devices (so in a child process) and
     --mixed_precision bfloat16 together (-accum is refused under a strategy, see
     test_bad_inputs; on one device: test_training_from_a_folder_of_variable_region_sets
@@ -142,7 +142,7 @@ def features_run(shapes_prepro, tmp_path_factory):
     folder, path = labels_and_features(shapes_prepro, tmp_path_factory.mktemp("features"))
     at = TINY.index("-nepochs")
     flags = [f for f in TINY[:at] + TINY[at + 2:] if f != "--log_term"] + [  # with a log file
-        "-nepochs", "2", "-ftnepochs", "2", "-scst_epochs", "1", "-scst_sample_n", "2",
+        "-nepochs", "1", "-ftnepochs", "2", "-scst_epochs", "1", "-scst_sample_n", "2",
         "--mixed_precision", "bfloat16", "--strategy", "mirrored", "-cpu_devices", "2"]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-m", "imcap.train", "-data_folder", str(folder),
@@ -152,7 +152,7 @@ def features_run(shapes_prepro, tmp_path_factory):
     return folder, path, (folder / "logs" / "model.log").read_text()
 
 
-def test_training_from_a_features_file_then_captioning_it(features_run, capsys):
+def check_training_from_a_features_file_then_captioning_it(features_run):
     folder, path, log = features_run
     with open(folder / "models" / "model_state.json") as f:
         stages = json.load(f)["stages"]
@@ -170,7 +170,8 @@ def test_training_from_a_features_file_then_captioning_it(features_run, capsys):
             assert sorted(r["image_id"] for r in json.load(f)) == sorted(test_ids)
 
 
-def test_a_features_checkpoint_refuses_images_and_other_features(features_run, tmp_path, capsys):
+def check_a_features_checkpoint_refuses_images_and_other_features(features_run, tmp_path,
+                                                                   capsys):
     folder, path, _ = features_run
     with pytest.raises(SystemExit):
         test_script.main(["-data_folder", str(folder)])
@@ -191,7 +192,7 @@ def test_a_features_checkpoint_refuses_images_and_other_features(features_run, t
     assert "with -features there is none" in capsys.readouterr().err
 
 
-def test_features_and_scst_under_mirrored_and_mixed_precision(features_run):
+def check_features_and_scst_under_mirrored_and_mixed_precision(features_run):
     """The run of ``features_run``: both stages trained on two replicas, the checkpoints keep
     the bfloat16 policy, and test.py decodes the self-critical model from the same
     features."""
@@ -200,8 +201,8 @@ def test_features_and_scst_under_mirrored_and_mixed_precision(features_run):
     with open(folder / "models" / "model_state.json") as f:
         stages = json.load(f)["stages"]
     assert all(stages[s]["done"] for s in stages)
-    losses = [h["loss"] for h in stages["frozen"]["history"]]
-    assert len(losses) == 2 and losses[1] < losses[0]
+    (trained,) = stages["frozen"]["history"]  # (the loss falling: test_distribute)
+    assert np.isfinite(trained["loss"])
     (sampled,) = stages["scst"]["history"]
     assert sampled["length"] > 0 and np.isfinite([sampled["reward"], sampled["baseline"],
                                                   sampled["loss"]]).all()
@@ -215,6 +216,16 @@ def test_features_and_scst_under_mirrored_and_mixed_precision(features_run):
     with open(results) as f:
         assert len(json.load(f)) == len(json_ids(folder / "data" /
                                                  "cocotalk_challenge.json", "test"))
+
+
+@pytest.mark.slow
+def test_features_file_training_on_two_replicas_captioning_and_refusals(features_run, tmp_path,
+                                                                        capsys):
+    """One test for the one run of ``features_run`` (a module fixture would run once per
+    pytest-xdist worker that gets one of its tests)."""
+    check_training_from_a_features_file_then_captioning_it(features_run)
+    check_features_and_scst_under_mirrored_and_mixed_precision(features_run)
+    check_a_features_checkpoint_refuses_images_and_other_features(features_run, tmp_path, capsys)
 
 
 def test_imcap_features_from_the_hdf5_and_from_a_folder(shapes_prepro, shapes_dir, tmp_path):
