@@ -271,16 +271,7 @@ def get_parser(prog=None):
 
 def parse_args(argv=None, prog=None):
     """The flags of ``argv``; ``prog`` names the script in errors and --help (see get_parser)."""
-    parser = get_parser(prog)
-    args = parser.parse_args(argv)
-    if args.accum > 1 and args.strategy != "default" and prog in (None, "train.py"):
-        # keras-team/keras#20582: the optimizer's accumulate-or-apply cond holds the replicas'
-        # gradient all-reduce, which TensorFlow refuses inside a cond (it failed at the first
-        # step, after the data and the model were built)
-        parser.error(f"-accum {args.accum} cannot run with --strategy {args.strategy}: Keras "
-                     f"3's gradient accumulation fails under a TensorFlow distribution "
-                     f"strategy (keras-team/keras#20582); the replicas already split -bs, so "
-                     f"use -accum 1 with a larger -bs, or -accum on one device")
+    args = get_parser(prog).parse_args(argv)
     if args.mixed_precision:
         kind = args.mixed_precision
         if kind == "auto":

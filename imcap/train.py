@@ -127,6 +127,15 @@ def fatal_errors_logged():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = imcap_args.parse_args(argv, "train.py")
+    if args.accum > 1 and args.strategy != "default":
+        # keras-team/keras#20582: the optimizer's accumulate-or-apply cond holds the replicas'
+        # gradient all-reduce, which TensorFlow refuses inside a cond (it failed at the first
+        # step, after the data and the model were built)
+        imcap_args.get_parser("train.py").error(
+            f"-accum {args.accum} cannot run with --strategy {args.strategy}: Keras 3's "
+            f"gradient accumulation fails under a TensorFlow distribution strategy "
+            f"(keras-team/keras#20582); the replicas already split -bs, so use -accum 1 with a "
+            f"larger -bs, or -accum on one device")
     from imcap.utils.quiet import start_tensorflow
     tf = start_tensorflow()
 
