@@ -7,6 +7,7 @@ import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -52,6 +53,47 @@ def copy_train_data(shapes_prepro, folder):
                           "cocotalk_challenge_test_gt.json")):
         shutil.copy(source, folder / "data" / name)
     return folder
+
+
+# --- precomputed region features (train.py -features) -------------------------------------------
+
+DIM = 6  # channels of the hand-made features
+
+
+def json_ids(json_path, split=None):
+    with open(json_path) as f:
+        return [image["id"] for image in json.load(f)["images"]
+                if split is None or image["split"] == split]
+
+
+def features_of(image_id, count):
+    """Features that say which image they belong to (a seeded draw per id)."""
+    return np.random.default_rng(image_id).normal(size=(count, DIM)).astype(np.float32)
+
+
+def write_file(path, ids, counts, order=None, dtype=np.float32):
+    order = np.arange(len(ids)) if order is None else order
+    regions = max(counts)
+    values = np.zeros((len(ids), regions, DIM), dtype)
+    for row, n in enumerate(order):
+        values[row, :counts[n]] = features_of(ids[n], counts[n])
+    with h5py.File(path, "w") as f:
+        f["features"] = values
+        f["image_ids"] = np.asarray(ids, np.int64)[order]
+        if len(set(counts)) > 1:
+            f["num_regions"] = np.asarray(counts, np.int32)[order]
+        f.attrs["backbone"] = "made by hand"
+    return str(path)
+
+
+def labels_and_features(shapes_prepro, parent):
+    """A labels-only copy of the tiny set in ``parent / "run"`` (as prepro_coco.py --no_images
+    writes it) and a features file of 4 regions per image: (folder, features path)."""
+    folder = copy_train_data(shapes_prepro, parent / "run")
+    with h5py.File(folder / "data" / "cocotalk_challenge.h5", "a") as f:
+        del f["images"]
+    ids = json_ids(folder / "data" / "cocotalk_challenge.json")
+    return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
 
 
 @pytest.fixture()

@@ -25,7 +25,7 @@ from imcap import train
 from imcap.data import features
 from imcap.models import saving
 from imcap.utils import fileio, prepro_coco
-from tests.conftest import copy_train_data
+from tests.conftest import copy_train_data, labels_and_features
 from tests.conftest import assert_only_json_hdf5_and_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -298,37 +298,71 @@ def test_a_really_full_disk_and_a_really_read_only_folder(shapes_dir, tmp_path):
     assert "not writable" in errors[1] and str(ro) in errors[1], errors[1]
 
 
-@pytest.mark.slow
-def test_scst_alone_from_a_model_file_killed_then_resumed_ends_like_an_uninterrupted_run(
-        straight, shapes_prepro, tmp_path, capsys):
-    """Self-critical training from stage 1's checkpoint (-nepochs 0 -model_file): kill -9 in
-    the middle of its epoch, after a step checkpoint; --resume goes on from that step (the
-    samples are seeded by the optimizer step, the data order by the epoch) and ends with the
-    losses, rewards and weights of a run never killed. (test.py --scst: test_region_features.)"""
-    _, start = straight
-    flags = ["-nepochs", "0", "-scst_epochs", "1", "-scst_lr", "0.002", "-scst_sample_n", "2",
-             "-model_file", str(start / "models" / "model_best.keras")] + FLAGS[2:]
-    reference_folder = copy_train_data(shapes_prepro, tmp_path / "reference")
-    train.main(["-data_folder", str(reference_folder)] + flags)
-    keras.backend.clear_session()
-    reference = read_state(reference_folder)["stages"]
-    assert list(reference) == ["scst"] and reference["scst"]["epochs_done"] == 1
-    history = reference["scst"]["history"]
-    assert all(h["length"] > 0 and h["reward"] >= 0 for h in history)
+# train.py -features: no CNN, the hand-made features of tests/conftest.py
+FEATURE_FLAGS = ["-ftnepochs", "0", "-dr_ratio", "0.3", "--dr", "-es_metric", "loss",
+                 "-ckpt_every", str(EVERY), "-pat", "5", "-emb_dim", "16", "-z_dim", "16",
+                 "-lstm_dim", "16", "-bs", "8", "-lr", "0.01", "--sgate", "--log_term",
+                 "-seed", "7"]
 
-    folder = copy_train_data(shapes_prepro, tmp_path / "run")
-    killed("step", EVERY + 1, "train", ["-data_folder", str(folder)] + flags)
-    killed_state = read_state(folder)["stages"]["scst"]
-    assert killed_state["epochs_done"] == 0 and killed_state["steps_done"] == EVERY
-    capsys.readouterr()
-    train.main(["-data_folder", str(folder), "--resume"] + flags)
-    keras.backend.clear_session()
-    assert f"resuming epoch 1 after step {EVERY}" in capsys.readouterr().out
-    resumed = read_state(folder)["stages"]["scst"]
-    np.testing.assert_allclose([h["loss"] for h in resumed["history"]],
-                               [h["loss"] for h in history], rtol=1e-5)
+
+def assert_resumed_like(folder, reference, stage):
+    """The ``stage`` of ``folder``'s state ended with the losses (and, in self-critical
+    training, rewards) and last weights of ``reference``'s, a run never killed."""
+    resumed, expected = read_state(folder)["stages"][stage], reference["stages"][stage]
+    assert resumed["done"] and resumed["epochs_done"] == expected["epochs_done"]
+    for key in ("loss", "reward", "baseline"):
+        np.testing.assert_allclose([h.get(key, 0.0) for h in resumed["history"]],
+                                   [h.get(key, 0.0) for h in expected["history"]], rtol=1e-5)
     for x, y in zip(saving.load_model(resumed["last_path"], compile=False).get_weights(),
-                    saving.load_model(reference["scst"]["last_path"], compile=False).get_weights()):
+                    saving.load_model(expected["last_path"], compile=False).get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-5)
-    assert os.path.isfile(folder / "models" / "model_scst_references.json")
-    assert os.path.basename(resumed["best_path"]) == "model_scst_best.keras"
+    assert os.path.basename(resumed["best_path"]) == os.path.basename(expected["best_path"])
+
+
+@pytest.mark.slow
+def test_features_runs_killed_in_stage_1_and_in_scst_then_resumed_end_like_uninterrupted_runs(
+        shapes_prepro, tmp_path, capsys):
+    """train.py -features (precomputed region features, labels-only data): kill -9 in stage 1's
+    second epoch; then self-critical training alone from stage 1's checkpoint (-nepochs 0
+    -model_file) killed in the middle of its epoch, after a step checkpoint. Each --resume
+    goes on from the last checkpoint (SCST's samples are seeded by the optimizer step, the
+    data order by the epoch) and ends with the losses, rewards and weights of a run never
+    killed. (The same kills from images: the chain above.)"""
+    def stage_1(folder, path):
+        return ["-data_folder", str(folder), "-features", path, "-nepochs", "2"] + FEATURE_FLAGS
+
+    def scst(folder, path, start):
+        return ["-data_folder", str(folder), "-features", path, "-nepochs", "0",
+                "-scst_epochs", "1", "-scst_lr", "0.002", "-scst_sample_n", "2",
+                "-model_file", start] + FEATURE_FLAGS
+
+    # runs never killed: stage 1, then SCST alone from its best checkpoint
+    first, path = labels_and_features(shapes_prepro, tmp_path / "reference")
+    train.main(stage_1(first, path))
+    keras.backend.clear_session()
+    start = str(first / "models" / "model_best.keras")
+    second, _ = labels_and_features(shapes_prepro, tmp_path / "reference_scst")
+    train.main(scst(second, path, start))
+    keras.backend.clear_session()
+    reference = {**read_state(first), "stages": {**read_state(first)["stages"],
+                                                 **read_state(second)["stages"]}}
+    assert list(read_state(second)["stages"]) == ["scst"]
+    assert all(h["length"] > 0 and h["reward"] >= 0
+               for h in reference["stages"]["scst"]["history"])
+
+    for stage, point, count, arguments in (
+            ("frozen", "step", STEPS + 1, stage_1),  # after epoch 2's first step
+            ("scst", "step", EVERY + 1, lambda folder, path: scst(folder, path, start))):
+        folder, features = labels_and_features(shapes_prepro, tmp_path / stage)
+        killed(point, count, "train", arguments(folder, features))
+        state = read_state(folder)["stages"][stage]
+        assert state["epochs_done"] == (1 if stage == "frozen" else 0) and not state["done"]
+        capsys.readouterr()
+        train.main(arguments(folder, features) + ["--resume"])
+        keras.backend.clear_session()
+        out = capsys.readouterr().out
+        assert ("resuming stage frozen after epoch 1" in out if stage == "frozen" else
+                f"resuming epoch 1 after step {EVERY}" in out), out[-2000:]
+        assert_resumed_like(folder, reference, stage)
+        if stage == "scst":
+            assert os.path.isfile(folder / "models" / "model_scst_references.json")

@@ -16,37 +16,11 @@ from imcap.data.loader import CaptionData
 from imcap.data.region_features import FeaturesFile, FeaturesFolder, open_region_features
 from imcap.models.saving import load_model
 from imcap.utils.fileio import DataError
-from tests.conftest import copy_train_data
+from tests.conftest import (DIM, copy_train_data, features_of, json_ids, labels_and_features,
+                            write_file)
 
-DIM = 6
 TINY = ["-emb_dim", "8", "-z_dim", "8", "-lstm_dim", "8", "-bs", "8", "-nepochs", "1",
         "-ftnepochs", "0", "-es_metric", "loss", "--sgate", "--log_term", "-seed", "3"]
-
-
-def json_ids(json_path, split=None):
-    with open(json_path) as f:
-        return [image["id"] for image in json.load(f)["images"]
-                if split is None or image["split"] == split]
-
-
-def features_of(image_id, count):
-    """Features that say which image they belong to (a seeded draw per id)."""
-    return np.random.default_rng(image_id).normal(size=(count, DIM)).astype(np.float32)
-
-
-def write_file(path, ids, counts, order=None, dtype=np.float32):
-    order = np.arange(len(ids)) if order is None else order
-    regions = max(counts)
-    values = np.zeros((len(ids), regions, DIM), dtype)
-    for row, n in enumerate(order):
-        values[row, :counts[n]] = features_of(ids[n], counts[n])
-    with h5py.File(path, "w") as f:
-        f["features"] = values
-        f["image_ids"] = np.asarray(ids, np.int64)[order]
-        if len(set(counts)) > 1:
-            f["num_regions"] = np.asarray(counts, np.int32)[order]
-        f.attrs["backbone"] = "made by hand"
-    return str(path)
 
 
 def test_a_file_in_any_row_order_reads_by_image_id(tmp_path):
@@ -119,16 +93,6 @@ def test_the_loader_yields_features_and_counts_by_id(shapes_prepro, tmp_path):
         k = counts[ids.index(image_id)]
         assert x["num_regions"][n] == k
         np.testing.assert_array_equal(x["features"][n, :k], features_of(int(image_id), k))
-
-
-def labels_and_features(shapes_prepro, parent):
-    """A labels-only copy of the tiny set in ``parent / "run"`` (as prepro_coco.py --no_images
-    writes it) and a features file of 4 regions per image: (folder, features path)."""
-    folder = copy_train_data(shapes_prepro, parent / "run")
-    with h5py.File(folder / "data" / "cocotalk_challenge.h5", "a") as f:
-        del f["images"]
-    ids = json_ids(folder / "data" / "cocotalk_challenge.json")
-    return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from imcap.training.callbacks import EarlyStopping, EpochLoss, StepCheckpoint
+from imcap.training.callbacks import EarlyStopping, EpochMeans, StepCheckpoint
 from imcap.training.run_folder import RunFolder, TrainingState
 from imcap.training.store import CheckpointStore, TrainingError
 from imcap.utils.fileio import DataError
@@ -103,22 +103,28 @@ def test_early_stopping_counts_epochs_without_improvement():
     assert resumed.update(1.5) == (False, True)
 
 
-def test_the_epoch_loss_across_a_resume_equals_the_uninterrupted_mean():
-    """10 images, batches of 4 (4, 4, 2): losses 1, 2, 4 per image; killed after step 1."""
-    uninterrupted = (4 * 1 + 4 * 2 + 2 * 4) / 10
-    before = EpochLoss(10, 4, 0)
-    saved = before.through(1, 1.0)
-    assert saved == [4.0, 4]
-    after = EpochLoss(10, 4, 1, saved)
+def test_the_epoch_means_across_a_resume_equal_the_uninterrupted_means():
+    """10 images, batches of 4 (4, 4, 2): losses 1, 2, 4 and rewards 3, 0, 1 per image;
+    killed after step 1."""
+    uninterrupted = {"loss": (4 * 1 + 4 * 2 + 2 * 4) / 10, "reward": (4 * 3 + 0 + 2 * 1) / 10}
+    before = EpochMeans(10, 4, 0)
+    saved = before.through(1, {"loss": 1.0, "reward": 3.0})
+    assert saved == [4.0, 4, {"reward": 12.0}]
+    after = EpochMeans(10, 4, 1, saved)
     assert after.images_left() == 6
-    assert after.epoch_mean((4 * 2 + 2 * 4) / 6) == pytest.approx(uninterrupted)
-    done = EpochLoss(10, 4, 3, [20.0, 10])  # killed after the last step was saved
-    assert done.images_left() == 0 and done.epoch_mean(None) == pytest.approx(2.0)
-    assert EpochLoss(10, 4, 0, [5.0, 4]).sum == 0.0  # a stored sum without steps is stale
+    means = after.epoch_means({"loss": (4 * 2 + 2 * 4) / 6, "reward": (0 + 2 * 1) / 6})
+    assert means == pytest.approx(uninterrupted)
+    done = EpochMeans(10, 4, 3, [20.0, 10, {"reward": 14.0}])  # killed after the last step
+    assert done.images_left() == 0  # was saved
+    assert done.epoch_means({}) == pytest.approx({"loss": 2.0, "reward": 1.4})
+    assert EpochMeans(10, 4, 0, [5.0, 4]).sum == 0.0  # a stored sum without steps is stale
+    older = EpochMeans(10, 4, 1, [4.0, 4])  # a state that kept the loss's sum only
+    assert older.epoch_means({"loss": 16 / 6, "reward": 0.5}) == pytest.approx(
+        {"loss": uninterrupted["loss"], "reward": 0.5})
 
 
 def test_the_step_checkpoint_saves_every_n_steps_and_never_a_diverged_model(store, tiny):
-    loss = EpochLoss(40, 4, 2, [8.0, 8])
+    loss = EpochMeans(40, 4, 2, [8.0, 8])
     callback = StepCheckpoint(store, tiny, tiny.optimizer, "frozen", 3, loss, every=2)
     callback.on_train_batch_end(0, {"loss": 1.0})  # step 3
     assert not os.listdir(store.run.models)

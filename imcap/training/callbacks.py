@@ -22,14 +22,19 @@ class EarlyStopping:
         return improved, self.wait >= self.patience
 
 
-class EpochLoss:
-    """The epoch's mean training loss across a resume. Keras' running ``loss`` is a mean over
-    the steps of one ``fit`` weighted by images per batch; a step checkpoint stores the sum and
-    the image count so far, and the epoch's mean combines them with the resumed ``fit``'s."""
+class EpochMeans:
+    """The epoch's mean training loss, and the means of what else ``fit`` logs (self-critical
+    training's reward, baseline and sampled length), across a resume. Keras' running means
+    are over the steps of one ``fit``, weighted by images per batch; a step checkpoint stores
+    the sums and the image count so far (``[loss sum, images, {name: sum}]``), and the
+    epoch's means combine them with the resumed ``fit``'s. (A state written before the other
+    sums were kept holds ``[loss sum, images]``: its other means cover the resumed steps.)"""
 
     def __init__(self, images, batch_size, steps_done, stored=None):
         self.images, self.batch_size, self.steps_done = images, batch_size, steps_done
-        self.sum, self.count = stored if stored and steps_done else (0.0, 0)
+        stored = stored if stored and steps_done else [0.0, 0]
+        self.sum, self.count = stored[0], stored[1]
+        self.sums = dict(stored[2]) if len(stored) > 2 else {}
 
     def _images_through(self, step):
         return min(step * self.batch_size, self.images) - \
@@ -38,16 +43,29 @@ class EpochLoss:
     def images_left(self):
         return max(0, self.images - self.steps_done * self.batch_size)
 
-    def through(self, step, running_mean):
-        """``[sum, images]`` after ``step``, given the running mean of this ``fit``."""
+    def through(self, step, logs):
+        """``[loss sum, images, {name: sum}]`` after ``step``, given this ``fit``'s running
+        means ``logs`` (``loss`` among them)."""
         count = self._images_through(step)
-        return [self.sum + running_mean * count, self.count + count]
+        others = {name: self.sums.get(name, 0.0) + float(value) * count
+                  for name, value in logs.items() if name != "loss"}
+        return [self.sum + float(logs["loss"]) * count, self.count + count] + \
+            ([others] if others else [])
 
-    def epoch_mean(self, running_mean):
-        """The epoch's mean, given the mean of this ``fit`` over the rest of the epoch."""
-        count = self.images_left()
-        total = self.sum + (running_mean * count if count else 0.0)
-        return total / (self.count + count) if self.count + count else float("nan")
+    def epoch_means(self, logs):
+        """``{name: the epoch's mean}``, given this ``fit``'s means ``logs`` over the rest of
+        the epoch (empty when no step was left)."""
+        count = self.images_left() if logs else 0
+        total = self.count + count
+        means = {}
+        for name in {"loss", *self.sums, *logs}:
+            done = self.sum if name == "loss" else self.sums.get(name)
+            if done is None and self.count:  # an older state kept no sum of it
+                means[name] = float(logs[name])
+                continue
+            part = float(logs[name]) * count if name in logs else 0.0
+            means[name] = ((done or 0.0) + part) / total if total else float("nan")
+        return means
 
 
 class StepCheckpoint(keras.callbacks.Callback):
@@ -71,7 +89,7 @@ class StepCheckpoint(keras.callbacks.Callback):
             return  # TerminateOnNaN stops the epoch
         self.store.save_last(self.captioner, self.optimizer, self.stage, self.epoch, step,
                              steps_done=step,
-                             epoch_loss=self.epoch_loss.through(step, float(logs["loss"])))
+                             epoch_loss=self.epoch_loss.through(step, logs))
 
 
 class EpochProgress(keras.callbacks.Callback):

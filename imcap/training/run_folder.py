@@ -38,7 +38,8 @@ class StageState:
     Attributes:
         epochs_done: complete epochs (validated and checkpointed).
         steps_done: steps of the next epoch saved by a step checkpoint (0: none).
-        epoch_loss: ``[loss sum, images]`` of those steps, for the epoch's mean loss.
+        epoch_loss: ``[loss sum, images, {name: sum}]`` of those steps, for the epoch's mean
+            loss (and SCST's reward, baseline and length): ``callbacks.EpochMeans``.
         best, wait: the early-stopping metric's best value and the epochs since it improved.
         last_path, optimizer_path: the last checkpoint and its optimizer state.
         best_path: the ``_best.keras`` alias; best_epoch_path: the same file by epoch and score.

@@ -33,7 +33,7 @@ from imcap.models.encoder import set_trainable
 from imcap.models.feature_standardization import feature_statistics
 from imcap.models.preprocessing import preprocessor
 from imcap.evaluation import captioning as validation
-from imcap.training.callbacks import EarlyStopping, EpochLoss, EpochProgress, StepCheckpoint
+from imcap.training.callbacks import EarlyStopping, EpochMeans, EpochProgress, StepCheckpoint
 from imcap.training.store import (CheckpointStore, TrainingError, check_checkpoint_space,
                                   remove_partial_files)
 from imcap.models import saving
@@ -129,8 +129,9 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
         for epoch in range(stage_state.epochs_done, epochs):
             started = time.perf_counter()
-            loss, bad_step, logs = self.train_epoch(model, fit_model, stage, epoch,
-                                                    train_data, steps_per_epoch, [csv, board])
+            means, bad_step = self.train_epoch(model, fit_model, stage, epoch, train_data,
+                                               steps_per_epoch, [csv, board])
+            loss = means["loss"]
             if not math.isfinite(loss):
                 at = f", step {bad_step}" if bad_step else ""
                 raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}"
@@ -138,7 +139,7 @@ class Trainer:
                                     f"{stage_state.last_path or 'none yet'}")
             value = self.validate(model, fit_model, val_data)
             improved, stop = stopper.update(value)
-            sampled = {k: logs[k] for k in ("reward", "baseline", "length") if k in logs}
+            sampled = {k: means[k] for k in ("reward", "baseline", "length") if k in means}
             log.info("stage %s epoch %d/%d: loss %.4f%s, val %s %.4f%s, %.0f s", stage,
                      epoch + 1, epochs, loss,
                      "".join(f", {k} {v:.4f}" for k, v in sampled.items()), config.metric,
@@ -158,21 +159,21 @@ class Trainer:
 
     def train_epoch(self, model, fit_model, stage, epoch, train_data, steps, callbacks):
         """One epoch (0-based ``epoch``), or what a step checkpoint left of it; returns its
-        mean loss, the first step whose loss was not finite (None) and fit()'s last logs (SCST's
-        reward, baseline and length: over the steps since a resume)."""
+        means of what ``fit`` logs (the loss; SCST's reward, baseline and sampled length), a
+        resumed epoch's included, and the first step whose loss was not finite (None)."""
         config, stage_state = self.config, self.state.stage(stage)
         scst = stage == "scst"  # one row per image, with its id for the reward
         data = train_data.dataset(config.batch_size, preprocessor(model.config.cnn), training=True,
                                   seq_per_img=1 if scst else config.captions_per_image,
                                   seed=config.seed, epoch=epoch, with_ids=scst)
         steps_done = stage_state.steps_done
-        epoch_loss = EpochLoss(len(train_data), config.batch_size, steps_done,
+        epoch_loss = EpochMeans(len(train_data), config.batch_size, steps_done,
                                stage_state.epoch_loss)
         if steps_done:
             log.info("resuming epoch %d after step %d", epoch + 1, steps_done)
             data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
         if not epoch_loss.images_left():  # killed after the epoch's last step was saved
-            return epoch_loss.epoch_mean(None), None, {}
+            return epoch_loss.epoch_means({}), None
         every = StepCheckpoint(self.store, model, fit_model.optimizer, stage, epoch + 1,
                                epoch_loss, config.checkpoint_every)
         progress = EpochProgress(f"{stage} {epoch + 1}/{config.stage_epochs(stage)}", steps,
@@ -184,7 +185,7 @@ class Trainer:
                                     callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks,
                                                every, progress])
         logs = {k: float(v[-1]) for k, v in history.history.items()}
-        return epoch_loss.epoch_mean(logs["loss"]), every.bad_step, logs
+        return epoch_loss.epoch_means(logs), every.bad_step
 
     # --- models -------------------------------------------------------------------------------
 
