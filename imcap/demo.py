@@ -45,7 +45,7 @@ TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_ou
                "2e-3", "-bs", "40", "-seq_per_img", "1", "--precompute_feats", "-ftnepochs",
                "0", "-pat", "6",
                "-es_metric", "CIDEr", "--log_term"]
-SCST_FLAGS = ["-scst_lr", "5e-4", "-scst_sample_n", "5"]
+SCST_FLAGS = ["-scst_lr", "2.5e-4", "-scst_sample_n", "5"]
 EXAMPLES = 4
 
 
