@@ -21,6 +21,11 @@ from imcap.utils.cli import one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, atomic_output  # noqa: E402
 
 
+def validation(record, metric):
+    """An epoch record's validation ``metric`` (``val_METRIC``; ``METRIC`` in older states)."""
+    return record.get(f"val_{metric}", record.get(metric))
+
+
 def plot_curves(state, metric, out_path):
     """Draws loss and ``metric`` per epoch of ``state`` (a ``TrainingState``), the stages one
     after the other; returns the path."""
@@ -30,7 +35,8 @@ def plot_curves(state, metric, out_path):
         history = stage_state.history
         epochs = [offset + h["epoch"] for h in history]
         loss_axis.plot(epochs, [h["loss"] for h in history], marker="o", label=stage)
-        metric_axis.plot(epochs, [h.get(metric) for h in history], marker="o", label=stage)
+        metric_axis.plot(epochs, [validation(h, metric) for h in history], marker="o",
+                         label=stage)
         offset = epochs[-1] if epochs else offset
     for axis, title in ((loss_axis, "training loss"), (metric_axis, f"validation {metric}")):
         axis.set_title(title)

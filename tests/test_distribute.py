@@ -99,7 +99,8 @@ def assert_both_stages_trained(folder):
         if not isinstance(layer, keras.layers.BatchNormalization)} != set()
     with open(folder / "models" / "model_frozen_log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], losses, rtol=1e-6)
     for index, (a, b) in enumerate(zip(before.encoder.layers, tuned.encoder.layers)):
         for u, v in zip(a.get_weights(), b.get_weights()):
             changed = not np.array_equal(u, v)

@@ -6,6 +6,7 @@ SIGKILL the process at the chosen point); ``--resume`` (or a rerun) must then en
 uninterrupted run, having lost at most one checkpoint interval.
 """
 
+import csv
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from imcap import train
 from imcap.data import features
@@ -305,18 +307,43 @@ FEATURE_FLAGS = ["-ftnepochs", "0", "-dr_ratio", "0.3", "--dr", "-es_metric", "l
                  "-seed", "7"]
 
 
+def csv_log(folder, stage):
+    with open(folder / "models" / f"model_{stage}_log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tensorboard_scalars(folder, stage):
+    """The stage's TensorBoard events files and their scalars: (files, {tag: [(step, value)]})."""
+    board = folder / "logs" / "tensorboard" / f"model_{stage}"
+    files = sorted(board.glob("events.out.tfevents.*"))
+    scalars = {}
+    for path in files:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(
+                    (event.step, float(tf.make_ndarray(value.tensor))))
+    return files, scalars
+
+
 def assert_resumed_like(folder, reference, stage):
-    """The ``stage`` of ``folder``'s state ended with the losses (and, in self-critical
-    training, rewards) and last weights of ``reference``'s, a run never killed."""
-    resumed, expected = read_state(folder)["stages"][stage], reference["stages"][stage]
+    """The ``stage`` of ``folder``'s state ended with the training losses (and, in
+    self-critical training, rewards and sampled lengths), validation scores, last weights and
+    CSV log of the ``reference`` folder's, a run never killed."""
+    resumed = read_state(folder)["stages"][stage]
+    expected = read_state(reference)["stages"][stage]
     assert resumed["done"] and resumed["epochs_done"] == expected["epochs_done"]
-    for key in ("loss", "reward", "baseline"):
+    for key in ("loss", "val_loss", "reward", "baseline", "length"):
         np.testing.assert_allclose([h.get(key, 0.0) for h in resumed["history"]],
                                    [h.get(key, 0.0) for h in expected["history"]], rtol=1e-5)
     for x, y in zip(saving.load_model(resumed["last_path"], compile=False).get_weights(),
                     saving.load_model(expected["last_path"], compile=False).get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-5)
     assert os.path.basename(resumed["best_path"]) == os.path.basename(expected["best_path"])
+    rows, expected_rows = csv_log(folder, stage), csv_log(reference, stage)
+    assert [list(r) for r in rows] == [list(r) for r in expected_rows]
+    np.testing.assert_allclose([[float(v) for v in r.values()] for r in rows],
+                               [[float(v) for v in r.values()] for r in expected_rows],
+                               rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -344,11 +371,28 @@ def test_features_runs_killed_in_stage_1_and_in_scst_then_resumed_end_like_unint
     second, _ = labels_and_features(shapes_prepro, tmp_path / "reference_scst")
     train.main(scst(second, path, start))
     keras.backend.clear_session()
-    reference = {**read_state(first), "stages": {**read_state(first)["stages"],
-                                                 **read_state(second)["stages"]}}
+    references = {"frozen": first, "scst": second}
     assert list(read_state(second)["stages"]) == ["scst"]
+    # the logs: the state's history as a CSV and as TensorBoard scalars (one events file per
+    # stage and process), each epoch's training loss apart from its validation loss
+    for stage, columns in (("frozen", ["epoch", "loss", "val_loss"]),
+                           ("scst", ["epoch", "loss", "reward", "baseline", "length",
+                                     "val_loss"])):
+        history = read_state(references[stage])["stages"][stage]["history"]
+        assert [h["epoch"] for h in history] == ([1, 2] if stage == "frozen" else [1])
+        assert all(h["loss"] != h["val_loss"] for h in history)
+        rows = csv_log(references[stage], stage)
+        assert list(rows[0]) == columns
+        np.testing.assert_allclose([[float(r[c]) for c in columns] for r in rows],
+                                   [[h[c] for c in columns] for h in history], rtol=1e-6)
+        files, scalars = tensorboard_scalars(references[stage], stage)
+        assert len(files) == 1 and sorted(scalars) == sorted(columns[1:])
+        for column in columns[1:]:
+            assert [step for step, _ in scalars[column]] == [h["epoch"] for h in history]
+            np.testing.assert_allclose([value for _, value in scalars[column]],
+                                       [h[column] for h in history], rtol=1e-6)
     assert all(h["length"] > 0 and h["reward"] >= 0
-               for h in reference["stages"]["scst"]["history"])
+               for h in read_state(second)["stages"]["scst"]["history"])
 
     for stage, point, count, arguments in (
             ("frozen", "step", STEPS + 1, stage_1),  # after epoch 2's first step
@@ -363,6 +407,6 @@ def test_features_runs_killed_in_stage_1_and_in_scst_then_resumed_end_like_unint
         out = capsys.readouterr().out
         assert ("resuming stage frozen after epoch 1" in out if stage == "frozen" else
                 f"resuming epoch 1 after step {EVERY}" in out), out[-2000:]
-        assert_resumed_like(folder, reference, stage)
+        assert_resumed_like(folder, references[stage], stage)
         if stage == "scst":
             assert os.path.isfile(folder / "models" / "model_scst_references.json")

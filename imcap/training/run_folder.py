@@ -10,7 +10,7 @@ A run lives in a folder (train.py's ``-data_folder``)::
     models/MODEL[S]_last_TAG.keras         the last checkpoint (TAG: epochNN[_stepNNNNN])
     models/MODEL[S]_last_TAG_optimizer.h5  its optimizer and random-generator state
     models/MODEL_state.json                the training state (``TrainingState``)
-    models/MODEL_STAGE_log.csv             Keras' CSVLogger, one row per epoch
+    models/MODEL_STAGE_log.csv             one row per epoch, from the state (``EpochLog``)
     models/MODEL_scst_references.json      SCST's training references and their document
                                            frequencies (CIDEr-D), computed once
     logs/MODEL.log, logs/tensorboard/MODEL_STAGE/
@@ -43,7 +43,10 @@ class StageState:
         best, wait: the early-stopping metric's best value and the epochs since it improved.
         last_path, optimizer_path: the last checkpoint and its optimizer state.
         best_path: the ``_best.keras`` alias; best_epoch_path: the same file by epoch and score.
-        history: one ``{"epoch", "loss", METRIC}`` per epoch.
+        history: one ``{"epoch", "loss", "val_METRIC"}`` per epoch (the mean training loss and
+            the validation metric; self-critical training adds ``reward``, ``baseline`` and
+            ``length``). States written before 2026-12-06 hold ``METRIC`` instead of
+            ``val_METRIC``, and with ``-es_metric loss`` their ``loss`` is the validation loss.
         done: the stage finished (early stopping or its last epoch).
     """
 

@@ -34,6 +34,7 @@ from imcap.models.feature_standardization import feature_statistics
 from imcap.models.preprocessing import preprocessor
 from imcap.evaluation import captioning as validation
 from imcap.training.callbacks import EarlyStopping, EpochMeans, EpochProgress, StepCheckpoint
+from imcap.training.epoch_log import EpochLog
 from imcap.training.store import (CheckpointStore, TrainingError, check_checkpoint_space,
                                   remove_partial_files)
 from imcap.models import saving
@@ -124,13 +125,13 @@ class Trainer:
         epochs = config.stage_epochs(stage)
         stopper = EarlyStopping(config.patience, config.maximize, stage_state.best,
                                 stage_state.wait)
-        csv = keras.callbacks.CSVLogger(self.run_folder.csv_log(stage), append=True)
-        board = keras.callbacks.TensorBoard(self.run_folder.tensorboard(stage))
+        epoch_log = EpochLog(self.run_folder.csv_log(stage), self.run_folder.tensorboard(stage),
+                             config.metric)
         steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
         for epoch in range(stage_state.epochs_done, epochs):
             started = time.perf_counter()
             means, bad_step = self.train_epoch(model, fit_model, stage, epoch, train_data,
-                                               steps_per_epoch, [csv, board])
+                                               steps_per_epoch)
             loss = means["loss"]
             if not math.isfinite(loss):
                 at = f", step {bad_step}" if bad_step else ""
@@ -148,16 +149,19 @@ class Trainer:
                 model, fit_model.optimizer, stage, epoch + 1, config.metric, value, improved,
                 best=stopper.best, wait=stopper.wait, epochs_done=epoch + 1, steps_done=0,
                 epoch_loss=None, history=stage_state.history + [
-                    {"epoch": epoch + 1, "loss": loss, config.metric: value, **sampled}])
+                    {"epoch": epoch + 1, "loss": loss, f"val_{config.metric}": value,
+                     **sampled}])
+            epoch_log.write(stage_state.history)  # after the state: what --resume knows
             if stop:
                 log.info("early stopping: no improvement for %d epochs", config.patience)
                 break
+        epoch_log.close()
         self.store.save_best_weights(stage)
         stage_state.done = True
         self.store.write_state()
         self.position = None
 
-    def train_epoch(self, model, fit_model, stage, epoch, train_data, steps, callbacks):
+    def train_epoch(self, model, fit_model, stage, epoch, train_data, steps):
         """One epoch (0-based ``epoch``), or what a step checkpoint left of it; returns its
         means of what ``fit`` logs (the loss; SCST's reward, baseline and sampled length), a
         resumed epoch's included, and the first step whose loss was not finite (None)."""
@@ -182,8 +186,8 @@ class Trainer:
         with reading_errors():  # a NaN feature: one line
             history = fit_model.fit(data, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
                                     shuffle=False,  # the loader shuffles, seeded by epoch
-                                    callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks,
-                                               every, progress])
+                                    callbacks=[keras.callbacks.TerminateOnNaN(), every,
+                                               progress])
         logs = {k: float(v[-1]) for k, v in history.history.items()}
         return epoch_loss.epoch_means(logs), every.bad_step
 
