@@ -172,7 +172,7 @@ class Trainer:
                                   seed=config.seed, epoch=epoch, with_ids=scst)
         steps_done = stage_state.steps_done
         epoch_loss = EpochMeans(len(train_data), config.batch_size, steps_done,
-                               stage_state.epoch_loss)
+                                stage_state.epoch_loss)
         if steps_done:
             log.info("resuming epoch %d after step %d", epoch + 1, steps_done)
             data = data.skip(steps_done)  # the same order: the epoch's plan is seeded
