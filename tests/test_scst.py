@@ -3,6 +3,11 @@ through the step-by-step decoder), and on a toy task where cross-entropy leaves 
 between two phrasings, SCST moves the probability to the one CIDEr-D prefers (its mean baseline,
 the other samples' mean, averaging to the mean reward)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -130,3 +135,28 @@ def test_scst_moves_probability_to_the_high_cider_phrasing():
     # the mean baseline: the leave-one-out means of a step average to its mean reward
     np.testing.assert_allclose(logs["baseline"], logs["reward"], rtol=1e-5)
     assert all(0 < length <= 5 for length in logs["length"])
+
+
+REPLICA_CALLS = """
+import json
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+from imcap.training.scst import sample_call
+print(json.dumps({"one_device": int(sample_call(tf.constant(7, tf.int64)))}))
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+calls = strategy.run(tf.function(lambda: sample_call(tf.constant(7, tf.int64))))
+print(json.dumps({"replicas": sorted(int(c) for c in strategy.experimental_local_results(calls))}))
+"""
+
+
+def test_the_replicas_of_a_strategy_draw_their_samples_apart():
+    """Under a strategy each replica samples its share of the batch, of the same shape: with the
+    same seed they would draw the same random numbers for their rows. The call count the
+    sampler is seeded with is the step on one device (what one device always drew, so a
+    resumed run draws as before) and step x replicas + replica under MirroredStrategy."""
+    done = subprocess.run([sys.executable, "-c", REPLICA_CALLS], capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines == [{"one_device": 7}, {"replicas": [14, 15]}]

@@ -6,7 +6,8 @@ mixed precision, distribution and logs as for the other stages):
 
 1. the model samples ``sample_n`` captions per image at temperature 1 (the decoders' sampler,
    in the graph, without dropout: the policy is the model as decoding runs it), seeded by
-   ``(seed, optimizer step)`` so that a resumed run draws what an uninterrupted one draws;
+   ``(seed, optimizer step, replica)`` so that a resumed run draws what an uninterrupted one
+   draws, and the replicas of a distribution strategy draw apart (``sample_call``);
 2. each caption's reward r is its CIDEr-D against its image's training references
    (``CiderD``, Python, through ``tf.numpy_function``); the baseline b is the mean reward of
    the image's other samples (``mean``, Luo 2020) or the reward of its greedy caption
@@ -94,6 +95,19 @@ def scst_loss(captioner, features, words, advantages, num_regions=None):
     return -tf.reduce_mean(tf.cast(advantages, tf.float32) * log_probs)
 
 
+def sample_call(step):
+    """The sampler's call count for optimizer ``step`` on this replica: ``step`` on one device
+    (what a run on one device always drew); ``step x replicas + replica`` under a strategy, so
+    that the replicas, whose shares of the batch have the same shape, do not all draw the same
+    random numbers for their rows."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1:
+        return step
+    context = tf.distribute.get_replica_context()  # None outside a replica's step
+    replica = 0 if context is None else context.replica_id_in_sync_group
+    return tf.cast(step, tf.int64) * replicas + tf.cast(replica, tf.int64)
+
+
 class SelfCritical(keras.Model):
     """What ``fit`` trains in the SCST stage: the ``captioner``'s decoder, by REINFORCE.
 
@@ -160,7 +174,8 @@ class SelfCritical(keras.Model):
         batch = tf.shape(features)[0]
         step = self.optimizer.iterations if self.optimizer is not None else 0
         # (B n, L): each image encoded once, its n samples drawn from copies of the encoding
-        words = self.sampler.graph(features, num_regions, call=step, repeat=n)["words"]
+        words = self.sampler.graph(features, num_regions, call=sample_call(step),
+                                   repeat=n)["words"]
         rewards = tf.reshape(self.rewards(tf.repeat(image_ids, n), words), (batch, n))
         if self.greedy is None:  # the mean of the image's other samples
             baselines = (tf.reduce_sum(rewards, 1, keepdims=True) - rewards) / (n - 1)
@@ -175,7 +190,10 @@ class SelfCritical(keras.Model):
         x, y, weights = data[:3]
         features, num_regions = self.features(x)
         logits = self.captioner.features_logits(features, x["words"], num_regions)
-        loss = self.cross_entropy(y, logits, sample_weight=weights)
+        # a Keras loss comes divided by the replicas (their gradients are summed); the
+        # validation loss is this replica's mean, as stage 1's evaluate reports it
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss = self.cross_entropy(y, logits, sample_weight=weights) * replicas
         self.trackers["loss"].update_state(loss, sample_weight=tf.shape(y)[0])
         return {"loss": self.trackers["loss"].result()}
 
