@@ -131,8 +131,11 @@ def test_plot_curves_writes_a_png(tmp_path, capsys):
         plot_curves.main(["-data_folder", str(data_folder)])
     assert "plot_curves: error: no training state at" in capsys.readouterr().err
     state = TrainingState()
-    for stage, losses in (("frozen", [3.0, 2.0, 1.5]), ("finetune", [1.4, 1.2])):
-        state.stage(stage).history = [{"epoch": n + 1, "loss": loss, "CIDEr": 2.0 / loss}
+    # stage 1's records as train.py writes them (val_CIDEr); stage 2's as a state from before
+    # 2026-12-06 holds them (CIDEr): both panels must show both stages
+    for stage, losses, key in (("frozen", [3.0, 2.0, 1.5], "val_CIDEr"),
+                               ("finetune", [1.4, 1.2], "CIDEr")):
+        state.stage(stage).history = [{"epoch": n + 1, "loss": loss, key: 2.0 / loss}
                                       for n, loss in enumerate(losses)]
     run = RunFolder(str(data_folder), "model")
     os.makedirs(run.models)
