@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -94,6 +95,17 @@ def labels_and_features(shapes_prepro, parent):
         del f["images"]
     ids = json_ids(folder / "data" / "cocotalk_challenge.json")
     return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
+
+
+def free_ports(count):
+    """``count`` free TCP ports on localhost (a multi-worker cluster on this machine)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ from imcap.training import distribute
 from imcap import train
 from imcap.models.captioner import Captioner
 from imcap.models.saving import load_model
+from tests.conftest import free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
@@ -33,16 +33,6 @@ def history(folder, stages=("frozen", "finetune")):
     with open(folder / "models" / "model_state.json") as f:
         state = json.load(f)["stages"]
     return [h["loss"] for stage in stages for h in state[stage]["history"]]
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def launch(folder, extra, env=None):

@@ -16,8 +16,8 @@ from imcap.data.loader import CaptionData
 from imcap.data.region_features import FeaturesFile, FeaturesFolder, open_region_features
 from imcap.models.saving import load_model
 from imcap.utils.fileio import DataError
-from tests.conftest import (DIM, copy_train_data, features_of, json_ids, labels_and_features,
-                            write_file)
+from tests.conftest import (DIM, copy_train_data, features_of, free_ports, json_ids,
+                            labels_and_features, write_file)
 
 TINY = ["-emb_dim", "8", "-z_dim", "8", "-lstm_dim", "8", "-bs", "8", "-nepochs", "1",
         "-ftnepochs", "0", "-es_metric", "loss", "--sgate", "--log_term", "-seed", "3"]
@@ -99,20 +99,26 @@ def test_the_loader_yields_features_and_counts_by_id(shapes_prepro, tmp_path):
 def features_run(shapes_prepro, tmp_path_factory):
     """train.py -features on a labels-only copy of the tiny set (every image 4 regions): stage
     1 (one epoch; stage 2 asked for, and skipped), then self-critical training, with
-    --strategy mirrored on two logical CPU devices (so in a child process) and
-    --mixed_precision bfloat16 together (-accum is refused under a strategy, see
-    test_bad_inputs; on one device: test_training_from_a_folder_of_variable_region_sets
-    here, and test_train). Returns (folder, features path, the run's log)."""
+    --strategy multiworker (two worker processes on this machine; mirrored training is
+    test_distribute's, from images) and --mixed_precision bfloat16 together (-accum is refused
+    under a strategy, see test_bad_inputs; on one device: test_training_from_a_folder_of_
+    variable_region_sets here, and test_train). Returns (folder, features path, the chief's
+    log)."""
     folder, path = labels_and_features(shapes_prepro, tmp_path_factory.mktemp("features"))
     at = TINY.index("-nepochs")
     flags = [f for f in TINY[:at] + TINY[at + 2:] if f != "--log_term"] + [  # with a log file
         "-nepochs", "1", "-ftnepochs", "2", "-scst_epochs", "1", "-scst_sample_n", "2",
-        "--mixed_precision", "bfloat16", "--strategy", "mirrored", "-cpu_devices", "2"]
+        "--mixed_precision", "bfloat16", "--strategy", "multiworker"]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "imcap.train", "-data_folder", str(folder),
-                           "-features", path] + flags, cwd=repo, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    hosts = [f"localhost:{port}" for port in free_ports(2)]
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "imcap.train", "-data_folder", str(folder), "-features", path]
+        + flags, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts}, "task": {
+            "type": "worker", "index": index}}))) for index in range(2)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
     return folder, path, (folder / "logs" / "model.log").read_text()
 
 
@@ -156,12 +162,12 @@ def check_a_features_checkpoint_refuses_images_and_other_features(features_run, 
     assert "with -features there is none" in capsys.readouterr().err
 
 
-def check_features_and_scst_under_mirrored_and_mixed_precision(features_run):
+def check_features_and_scst_on_two_workers_and_mixed_precision(features_run):
     """The run of ``features_run``: both stages trained on two replicas, the checkpoints keep
     the bfloat16 policy, and test.py decodes the self-critical model from the same
     features."""
     folder, path, log = features_run
-    assert "strategy mirrored: 2 replica(s)" in log
+    assert "strategy multiworker: 2 replica(s)" in log
     with open(folder / "models" / "model_state.json") as f:
         stages = json.load(f)["stages"]
     assert all(stages[s]["done"] for s in stages)
@@ -191,7 +197,7 @@ def test_features_file_training_on_two_replicas_captioning_and_refusals(features
     """One test for the one run of ``features_run`` (a module fixture would run once per
     pytest-xdist worker that gets one of its tests)."""
     check_training_from_a_features_file_then_captioning_it(features_run)
-    check_features_and_scst_under_mirrored_and_mixed_precision(features_run)
+    check_features_and_scst_on_two_workers_and_mixed_precision(features_run)
     check_a_features_checkpoint_refuses_images_and_other_features(features_run, tmp_path, capsys)
 
 
