@@ -16,14 +16,9 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from imcap import args as imcap_args  # noqa: E402
-from imcap.training.run_folder import RunFolder  # noqa: E402
+from imcap.training.run_folder import RunFolder, validation_value  # noqa: E402
 from imcap.utils.cli import one_line_errors  # noqa: E402
 from imcap.utils.fileio import DataError, atomic_output  # noqa: E402
-
-
-def validation(record, metric):
-    """An epoch record's validation ``metric`` (``val_METRIC``; ``METRIC`` in older states)."""
-    return record.get(f"val_{metric}", record.get(metric))
 
 
 def plot_curves(state, metric, out_path):
@@ -35,7 +30,7 @@ def plot_curves(state, metric, out_path):
         history = stage_state.history
         epochs = [offset + h["epoch"] for h in history]
         loss_axis.plot(epochs, [h["loss"] for h in history], marker="o", label=stage)
-        metric_axis.plot(epochs, [validation(h, metric) for h in history], marker="o",
+        metric_axis.plot(epochs, [validation_value(h, metric) for h in history], marker="o",
                          label=stage)
         offset = epochs[-1] if epochs else offset
     for axis, title in ((loss_axis, "training loss"), (metric_axis, f"validation {metric}")):

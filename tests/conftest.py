@@ -97,15 +97,17 @@ def labels_and_features(shapes_prepro, parent):
     return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
 
 
-def free_ports(count):
-    """``count`` free TCP ports on localhost (a multi-worker cluster on this machine)."""
+def worker_configs(count):
+    """``TF_CONFIG`` values (JSON) for a cluster of ``count`` workers on free localhost ports,
+    one per worker process (``--strategy multiworker`` on this machine)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
+    hosts = [f"localhost:{s.getsockname()[1]}" for s in sockets]
     for s in sockets:
         s.close()
-    return ports
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+            for index in range(count)]
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from imcap.training import distribute
 from imcap import train
 from imcap.models.captioner import Captioner
 from imcap.models.saving import load_model
-from tests.conftest import free_ports
+from tests.conftest import worker_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
@@ -114,11 +114,9 @@ def test_both_stages_on_one_device_and_mirrored_and_multiworker_match_it(data_fo
 
     # stage 1 only: what stage 2 adds (the CNN's variables at their own learning rate) is the
     # same under both strategies, and mirrored training covered it
-    hosts = [f"localhost:{port}" for port in free_ports(2)]
     flags = ["--strategy", "multiworker", "-ftnepochs", "0"]
-    workers = [launch(multiworker, flags, {"TF_CONFIG": json.dumps(
-        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})})
-        for index in range(2)]
+    workers = [launch(multiworker, flags, {"TF_CONFIG": config})
+               for config in worker_configs(2)]
     outputs = [finish(worker) for worker in workers]
     assert "strategy multiworker: 2 replica(s)" in outputs[0]
     assert_same_training(data_folder, multiworker, stages=("frozen",))

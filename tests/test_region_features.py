@@ -16,8 +16,8 @@ from imcap.data.loader import CaptionData
 from imcap.data.region_features import FeaturesFile, FeaturesFolder, open_region_features
 from imcap.models.saving import load_model
 from imcap.utils.fileio import DataError
-from tests.conftest import (DIM, copy_train_data, features_of, free_ports, json_ids,
-                            labels_and_features, write_file)
+from tests.conftest import (DIM, copy_train_data, features_of, json_ids,
+                            labels_and_features, worker_configs, write_file)
 
 TINY = ["-emb_dim", "8", "-z_dim", "8", "-lstm_dim", "8", "-bs", "8", "-nepochs", "1",
         "-ftnepochs", "0", "-es_metric", "loss", "--sgate", "--log_term", "-seed", "3"]
@@ -110,12 +110,10 @@ def features_run(shapes_prepro, tmp_path_factory):
         "-nepochs", "1", "-ftnepochs", "2", "-scst_epochs", "1", "-scst_sample_n", "2",
         "--mixed_precision", "bfloat16", "--strategy", "multiworker"]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    hosts = [f"localhost:{port}" for port in free_ports(2)]
     workers = [subprocess.Popen(
         [sys.executable, "-m", "imcap.train", "-data_folder", str(folder), "-features", path]
         + flags, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts}, "task": {
-            "type": "worker", "index": index}}))) for index in range(2)]
+        env=dict(os.environ, TF_CONFIG=config)) for config in worker_configs(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-3000:]

@@ -140,11 +140,10 @@ def test_scst_moves_probability_to_the_high_cider_phrasing():
 REPLICA_CALLS = """
 import json
 import tensorflow as tf
-tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
-                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+from imcap.training.distribute import make_strategy
 from imcap.training.scst import sample_call
+strategy = make_strategy("mirrored", cpu_devices=2)  # as train.py --strategy mirrored
 print(json.dumps({"one_device": int(sample_call(tf.constant(7, tf.int64)))}))
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 calls = strategy.run(tf.function(lambda: sample_call(tf.constant(7, tf.int64))))
 print(json.dumps({"replicas": sorted(int(c) for c in strategy.experimental_local_results(calls))}))
 """

@@ -11,14 +11,13 @@ import csv
 
 import tensorflow as tf
 
+from imcap.training.run_folder import SAMPLED, validation_value
 from imcap.utils.fileio import atomic_output
-
-OPTIONAL = ("reward", "baseline", "length")  # self-critical training's
 
 
 def columns(history, metric):
     """The CSV's columns for ``history``: epoch, loss, SCST's if any, ``val_METRIC``."""
-    sampled = [name for name in OPTIONAL if any(name in record for record in history)]
+    sampled = [name for name in SAMPLED if any(name in record for record in history)]
     return ["epoch", "loss", *sampled, f"val_{metric}"]
 
 
@@ -36,8 +35,7 @@ class EpochLog:
             with open(temporary, "w", newline="", encoding="utf-8") as f:
                 rows = csv.DictWriter(f, names, extrasaction="ignore")
                 rows.writeheader()
-                # (a state from before 2026-12-06 named the validation metric METRIC)
-                rows.writerows({f"val_{self.metric}": record.get(self.metric), **record}
+                rows.writerows({**record, names[-1]: validation_value(record, self.metric)}
                                for record in history)
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(self.tensorboard_dir)

@@ -29,6 +29,13 @@ from imcap.utils.fileio import DataError, write_json_atomic
 
 STAGES = ("frozen", "finetune", "scst")
 SUFFIXES = {"frozen": "", "finetune": "_cnntrain", "scst": "_scst"}  # of each stage's files
+SAMPLED = ("reward", "baseline", "length")  # what an SCST epoch's record adds (its means)
+
+
+def validation_value(record, metric):
+    """An epoch record's (``StageState.history``) validation ``metric``: ``val_METRIC``, or
+    ``METRIC`` in a state written before 2026-12-06."""
+    return record.get(f"val_{metric}", record.get(metric))
 
 
 @dataclasses.dataclass

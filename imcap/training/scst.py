@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from imcap.decoding import GreedyDecoder, SamplingDecoder
 from imcap.evaluation.cider_reward import CiderD
+from imcap.training.run_folder import SAMPLED
 from imcap.utils.fileio import DataError, write_json_atomic
 
 BASELINES = ("mean", "greedy")
@@ -143,7 +144,7 @@ class SelfCritical(keras.Model):
             if baseline == "greedy" else None
         self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("loss", "reward", "baseline", "length")}
+                         for name in ("loss",) + SAMPLED}
         self.built = True
 
     @property

@@ -35,6 +35,7 @@ from imcap.models.preprocessing import preprocessor
 from imcap.evaluation import captioning as validation
 from imcap.training.callbacks import EarlyStopping, EpochMeans, EpochProgress, StepCheckpoint
 from imcap.training.epoch_log import EpochLog
+from imcap.training.run_folder import SAMPLED
 from imcap.training.store import (CheckpointStore, TrainingError, check_checkpoint_space,
                                   remove_partial_files)
 from imcap.models import saving
@@ -140,7 +141,7 @@ class Trainer:
                                     f"{stage_state.last_path or 'none yet'}")
             value = self.validate(model, fit_model, val_data)
             improved, stop = stopper.update(value)
-            sampled = {k: means[k] for k in ("reward", "baseline", "length") if k in means}
+            sampled = {k: means[k] for k in SAMPLED if k in means}
             log.info("stage %s epoch %d/%d: loss %.4f%s, val %s %.4f%s, %.0f s", stage,
                      epoch + 1, epochs, loss,
                      "".join(f", {k} {v:.4f}" for k, v in sampled.items()), config.metric,
