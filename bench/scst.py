@@ -11,8 +11,9 @@ Workloads: the reference shapes of the peer (self-critical.pytorch's ``new_self_
 AdaAtt; ../shared/peer): 32 images x 5 samples, 49 regions x 2048, embedding / hidden /
 attention 512, 9,488 words, 16 sampled words, random weights and features, ``<eos>`` free (with
 random weights every sample runs all 16 steps, as the peer's do); and the demo's shapes (40
-images, 64 x 1024, 256, its vocabulary size, 17 words). CIDEr-D's references: 1,000 images of
-five random 10-word captions (the step's images are the first of them).
+images, 64 x 1024, decoder 128 as the demo's since 2026-12-06, its vocabulary size, 17 words).
+CIDEr-D's references: 1,000 images of five random 10-word captions (the step's images are the
+first of them).
 
 Prints one JSON object per line (``unit`` images/s; ``split_s``: median seconds of each part),
 then peak RSS. Run it on an otherwise idle machine: ``python bench/scst.py`` (``--quick``).
@@ -37,7 +38,7 @@ from imcap.training.scst import SelfCritical, scst_loss  # noqa: E402
 
 WORKLOADS = {  # images, samples, regions, channels, dim, vocabulary, max_length
     "reference": (32, 5, 49, 2048, 512, 9488, 17),
-    "demo": (40, 5, 64, 1024, 256, 40, 18),
+    "demo": (40, 5, 64, 1024, 128, 40, 18),
 }
 
 

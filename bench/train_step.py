@@ -7,7 +7,7 @@ Default shapes are the reference's (self-critical.pytorch AdaAtt on this machine
 recurrent dropout 0.5 (one mask per LSTM gate; imcap_keras' default ``-dr_ratio``; its ``--dr``
 layers are off, as by default); with 1 and with 5 captions per image, with and without
 ``--sgate``, in float32 and ``mixed_bfloat16``. Also: the demo's shapes (64 regions x 1024,
-decoder 256, 40 images, 40 words), imcap_keras' defaults (64 regions, 9570 words),
+decoder 128 and 256, 40 images, 40 words), imcap_keras' defaults (64 regions, 9570 words),
 ``jit_compile=True``, and a step-by-step variant that runs the decoder one word at
 a time (``Captioner.step`` in a loop, as a recurrent implementation would).
 
@@ -124,10 +124,13 @@ def main():
                                              use_sentinel=sgate)))
         workloads.append(("imcap_keras_defaults_sgate_1cap",
                           dict(dtype=dtype, images=32, captions=1, regions=64, vocab_size=9570)))
-    # the demo's shapes (an 8 x 8 grid of 1024 channels, decoder 256, 40 images, 1 caption, a
-    # small vocabulary): where the einsum of per-gate recurrent masks cost 25% (issue 14)
-    workloads.append(("demo_sgate_1cap", dict(dtype="float32", images=40, captions=1, regions=64,
-                                              channels=1024, dim=256, vocab_size=40, steps=16)))
+    # the demo's shapes (an 8 x 8 grid of 1024 channels, decoder 128, 40 images, 1 caption, a
+    # small vocabulary), and with its decoder before 2026-12-06 (256: where the einsum of
+    # per-gate recurrent masks cost 25%, issue 14)
+    for dim in (128, 256):
+        workloads.append((f"demo_sgate_1cap_dim{dim}", dict(
+            dtype="float32", images=40, captions=1, regions=64, channels=1024, dim=dim,
+            vocab_size=40, steps=16)))
     workloads.append(("reference_sgate_1cap_jit", dict(dtype="float32", images=32, captions=1,
                                                        jit_compile=True)))
     workloads.append(("reference_sgate_1cap_stepwise", dict(dtype="float32", images=32,

@@ -35,12 +35,12 @@ from imcap.utils.fileio import write_json_atomic  # noqa: E402
 from imcap.data.loader import CaptionData  # noqa: E402
 
 FULL = {"num_train": 3800, "num_restval": 100, "num_val": 100, "num_test": 100,
-        "image_size": 128, "nepochs": 16, "scst_epochs": 3}
+        "image_size": 128, "nepochs": 16, "scst_epochs": 4}
 QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "image_size": 64,
          "nepochs": 1, "scst_epochs": 1}
 # the model and training recipe (see README: "The demo")
 TRAIN_FLAGS = ["--sgate", "-cnn_weights", "none", "-cnn_layer", "conv4_block6_out",
-               "-emb_dim", "256", "-z_dim", "256", "-lstm_dim", "256", "-sent_dropout", "0.1",
+               "-emb_dim", "128", "-z_dim", "128", "-lstm_dim", "128", "-sent_dropout", "0.1",
                "-standardize", "position", "--position_embedding", "-lr", "2e-3", "-decay",
                "2e-3", "-bs", "40", "-seq_per_img", "1", "--precompute_feats", "-ftnepochs",
                "0", "-pat", "6",

@@ -10,6 +10,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from imcap import demo
+from imcap.evaluation import grounding
+from imcap.evaluation.attention_file import read_attention
 from imcap.evaluation.scoring import load_ground_truth, score_captions
 from imcap.models.saving import load_model
 
@@ -32,10 +34,22 @@ def test_the_quick_demo_writes_every_artefact(tmp_path, capsys):
     assert all(key in summary for key in KEYS)
     # the run's own wall time (summary.json rounds it to 0.1 s)
     assert 0.8 * elapsed - 5 <= summary["seconds"] <= round(elapsed, 1) + 0.05
-    assert 0 < summary["pointing_chance"] < 1
-    assert 0 <= summary["pointing"] <= summary["pointing_within_one_cell"] <= 1
-    for key in ("beta_visual", "beta_nonvisual"):  # None: no such word was captioned
-        assert summary[key] is None or 0 <= summary[key] <= 1
+    # the grounding of both models is that of their greedy captions' attention files, measured
+    # again here (a one-epoch model may caption no colour or shape: then pointing is None)
+    objects, sizes = grounding.load_objects(
+        str(out / "shapes" / "annotations" / "instances_val2014.json"))
+    for end, name in (("", "greedy"), ("_xe", "xe_greedy")):
+        attention, vocabulary = read_attention(
+            summary["results"][name].replace(".json", "_attention.h5"))
+        again = grounding.grounding_metrics(attention, vocabulary, objects, sizes)
+        assert summary["grounding" + end] == again
+        for key in ("pointing", "pointing_chance", "beta_visual", "beta_nonvisual"):
+            assert summary[key + end] == again[key]
+        if again["pointing"] is not None:
+            assert 0 < again["pointing_chance"] < 1
+            assert 0 <= again["pointing"] <= again["pointing_within_one_cell"] <= 1
+        for key in ("beta_visual", "beta_nonvisual"):  # None: no such word was captioned
+            assert again[key] is None or 0 <= again[key] <= 1
     # the quick split's references name every object, so copying the best one scores well
     assert 4 < summary["CIDEr_best_reference"] <= 10
     # the reported scores are those of the result files, scored again here
