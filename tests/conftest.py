@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,6 +97,22 @@ def labels_and_features(shapes_prepro, parent):
         del f["images"]
     ids = json_ids(folder / "data" / "cocotalk_challenge.json")
     return folder, write_file(folder / "feats.h5", ids, [4] * len(ids))
+
+
+def start_train(argv, env=None):
+    """``python -m imcap.train ARGV`` in a child process (from the repository, output piped,
+    ``env`` added to the environment); ``finish`` waits for it."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.Popen([sys.executable, "-m", "imcap.train"] + argv, cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, **(env or {})))
+
+
+def finish(process):
+    """Waits for a ``start_train`` process; asserts it succeeded; returns its output."""
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
 
 
 def worker_configs(count):

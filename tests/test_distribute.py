@@ -7,8 +7,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -19,7 +17,7 @@ from imcap.training import distribute
 from imcap import train
 from imcap.models.captioner import Captioner
 from imcap.models.saving import load_model
-from tests.conftest import worker_configs
+from tests.conftest import finish, start_train, worker_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
@@ -36,16 +34,7 @@ def history(folder, stages=("frozen", "finetune")):
 
 
 def launch(folder, extra, env=None):
-    return subprocess.Popen([sys.executable, "-m", "imcap.train", "-data_folder", str(folder)]
-                            + FLAGS + extra, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, **(env or {})))
-
-
-def finish(process):
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
-    return output
+    return start_train(["-data_folder", str(folder)] + FLAGS + extra, env)
 
 
 def assert_same_training(reference, other, stages=("frozen", "finetune")):

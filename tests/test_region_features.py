@@ -4,8 +4,6 @@ folders (``imcap.data.region_features``), the loader on them, ``imcap-features``
 
 import json
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -17,7 +15,8 @@ from imcap.data.region_features import FeaturesFile, FeaturesFolder, open_region
 from imcap.models.saving import load_model
 from imcap.utils.fileio import DataError
 from tests.conftest import (DIM, copy_train_data, features_of, json_ids,
-                            labels_and_features, worker_configs, write_file)
+                            labels_and_features, finish, start_train, worker_configs,
+                            write_file)
 
 TINY = ["-emb_dim", "8", "-z_dim", "8", "-lstm_dim", "8", "-bs", "8", "-nepochs", "1",
         "-ftnepochs", "0", "-es_metric", "loss", "--sgate", "--log_term", "-seed", "3"]
@@ -109,14 +108,10 @@ def features_run(shapes_prepro, tmp_path_factory):
     flags = [f for f in TINY[:at] + TINY[at + 2:] if f != "--log_term"] + [  # with a log file
         "-nepochs", "1", "-ftnepochs", "2", "-scst_epochs", "1", "-scst_sample_n", "2",
         "--mixed_precision", "bfloat16", "--strategy", "multiworker"]
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    workers = [subprocess.Popen(
-        [sys.executable, "-m", "imcap.train", "-data_folder", str(folder), "-features", path]
-        + flags, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CONFIG=config)) for config in worker_configs(2)]
-    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
-    for worker, output in zip(workers, outputs):
-        assert worker.returncode == 0, output[-3000:]
+    workers = [start_train(["-data_folder", str(folder), "-features", path] + flags,
+                           {"TF_CONFIG": config}) for config in worker_configs(2)]
+    for worker in workers:
+        finish(worker)
     return folder, path, (folder / "logs" / "model.log").read_text()
 
 
