@@ -34,8 +34,8 @@ from imcap.utils.cli import ArgumentParser  # noqa: E402
 from imcap.utils.fileio import write_json_atomic  # noqa: E402
 from imcap.data.loader import CaptionData  # noqa: E402
 
-FULL = {"num_train": 3800, "num_restval": 100, "num_val": 100, "num_test": 100,
-        "image_size": 128, "nepochs": 20, "scst_epochs": 4}
+FULL = {"num_train": 7600, "num_restval": 100, "num_val": 100, "num_test": 500,
+        "image_size": 128, "nepochs": 10, "scst_epochs": 3}
 QUICK = {"num_train": 60, "num_restval": 4, "num_val": 12, "num_test": 12, "image_size": 64,
          "nepochs": 1, "scst_epochs": 1}
 # the model and training recipe (see README: "The demo")
