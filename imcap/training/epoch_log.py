@@ -50,3 +50,9 @@ class EpochLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):  # also when the stage stops with an error (NaN, kill)
+        self.close()

@@ -126,37 +126,36 @@ class Trainer:
         epochs = config.stage_epochs(stage)
         stopper = EarlyStopping(config.patience, config.maximize, stage_state.best,
                                 stage_state.wait)
-        epoch_log = EpochLog(self.run_folder.csv_log(stage), self.run_folder.tensorboard(stage),
-                             config.metric)
-        steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
-        for epoch in range(stage_state.epochs_done, epochs):
-            started = time.perf_counter()
-            means, bad_step = self.train_epoch(model, fit_model, stage, epoch, train_data,
-                                               steps_per_epoch)
-            loss = means["loss"]
-            if not math.isfinite(loss):
-                at = f", step {bad_step}" if bad_step else ""
-                raise TrainingError(f"the loss became {loss} in stage {stage}, epoch {epoch + 1}"
-                                    f"{at}; stopped, the last good checkpoint is "
-                                    f"{stage_state.last_path or 'none yet'}")
-            value = self.validate(model, fit_model, val_data)
-            improved, stop = stopper.update(value)
-            sampled = {k: means[k] for k in SAMPLED if k in means}
-            log.info("stage %s epoch %d/%d: loss %.4f%s, val %s %.4f%s, %.0f s", stage,
-                     epoch + 1, epochs, loss,
-                     "".join(f", {k} {v:.4f}" for k, v in sampled.items()), config.metric,
-                     value, " (best)" if improved else "", time.perf_counter() - started)
-            self.store.save_epoch(
-                model, fit_model.optimizer, stage, epoch + 1, config.metric, value, improved,
-                best=stopper.best, wait=stopper.wait, epochs_done=epoch + 1, steps_done=0,
-                epoch_loss=None, history=stage_state.history + [
-                    {"epoch": epoch + 1, "loss": loss, f"val_{config.metric}": value,
-                     **sampled}])
-            epoch_log.write(stage_state.history)  # after the state: what --resume knows
-            if stop:
-                log.info("early stopping: no improvement for %d epochs", config.patience)
-                break
-        epoch_log.close()
+        with EpochLog(self.run_folder.csv_log(stage), self.run_folder.tensorboard(stage),
+                      config.metric) as epoch_log:
+            steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+            for epoch in range(stage_state.epochs_done, epochs):
+                started = time.perf_counter()
+                means, bad_step = self.train_epoch(model, fit_model, stage, epoch, train_data,
+                                                   steps_per_epoch)
+                loss = means["loss"]
+                if not math.isfinite(loss):
+                    at = f", step {bad_step}" if bad_step else ""
+                    raise TrainingError(f"the loss became {loss} in stage {stage}, epoch "
+                                        f"{epoch + 1}{at}; stopped, the last good checkpoint "
+                                        f"is {stage_state.last_path or 'none yet'}")
+                value = self.validate(model, fit_model, val_data)
+                improved, stop = stopper.update(value)
+                sampled = {k: means[k] for k in SAMPLED if k in means}
+                log.info("stage %s epoch %d/%d: loss %.4f%s, val %s %.4f%s, %.0f s", stage,
+                         epoch + 1, epochs, loss,
+                         "".join(f", {k} {v:.4f}" for k, v in sampled.items()), config.metric,
+                         value, " (best)" if improved else "", time.perf_counter() - started)
+                self.store.save_epoch(
+                    model, fit_model.optimizer, stage, epoch + 1, config.metric, value, improved,
+                    best=stopper.best, wait=stopper.wait, epochs_done=epoch + 1, steps_done=0,
+                    epoch_loss=None, history=stage_state.history + [
+                        {"epoch": epoch + 1, "loss": loss, f"val_{config.metric}": value,
+                         **sampled}])
+                epoch_log.write(stage_state.history)  # after the state: what --resume knows
+                if stop:
+                    log.info("early stopping: no improvement for %d epochs", config.patience)
+                    break
         self.store.save_best_weights(stage)
         stage_state.done = True
         self.store.write_state()
