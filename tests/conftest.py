@@ -115,6 +115,21 @@ def finish(process):
     return output
 
 
+def events_scalars(board):
+    """The TensorBoard events files in the folder ``board`` and their scalars:
+    ``(files, {tag: [(step, value)]})``."""
+    import tensorflow as tf
+
+    files = sorted(board.glob("events.out.tfevents.*"))
+    scalars = {}
+    for path in files:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(
+                    (event.step, float(tf.make_ndarray(value.tensor))))
+    return files, scalars
+
+
 def worker_configs(count):
     """``TF_CONFIG`` values (JSON) for a cluster of ``count`` workers on free localhost ports,
     one per worker process (``--strategy multiworker`` on this machine)."""

@@ -19,7 +19,6 @@ from imcap.models.captioner import Captioner
 from imcap.models.saving import load_model
 from tests.conftest import finish, start_train, worker_configs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["-cnn_weights", "none", "-cnn_layer", "conv2_block1_out", "-imsize", "32",
          "-emb_dim", "16", "-z_dim", "16", "-lstm_dim", "16", "-bs", "8", "-lr", "0.01",
          "--sgate", "--log_term", "-seed", "7", "-dr_ratio", "0", "-nepochs", "2",

@@ -7,17 +7,7 @@ import pytest
 import tensorflow as tf
 
 from imcap.training.epoch_log import EpochLog
-
-
-def read_scalars(folder):
-    """{tag: [(step, value)]} of the events files in ``folder``."""
-    scalars = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor))
-                scalars.setdefault(value.tag, []).append((event.step, number))
-    return scalars
+from tests.conftest import events_scalars
 
 
 def test_a_stage_that_fails_still_closes_its_writer_and_keeps_what_it_wrote(tmp_path):
@@ -37,6 +27,6 @@ def test_a_stage_that_fails_still_closes_its_writer_and_keeps_what_it_wrote(tmp_
     with open(tmp_path / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [{k: float(v) for k, v in row.items()} for row in rows] == history
-    assert read_scalars(board) == {"loss": [(1, 1.5), (2, 0.75)],
-                                   "val_CIDEr": [(1, 0.25), (2, 0.5)]}
-    assert len(list(board.glob("events.out.tfevents.*"))) == 1
+    files, scalars = events_scalars(board)
+    assert len(files) == 1
+    assert scalars == {"loss": [(1, 1.5), (2, 0.75)], "val_CIDEr": [(1, 0.25), (2, 0.5)]}

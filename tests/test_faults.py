@@ -21,13 +21,12 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from imcap import train
 from imcap.data import features
 from imcap.models import saving
 from imcap.utils import fileio, prepro_coco
-from tests.conftest import copy_train_data, labels_and_features
+from tests.conftest import copy_train_data, events_scalars, labels_and_features
 from tests.conftest import assert_only_json_hdf5_and_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -314,15 +313,7 @@ def csv_log(folder, stage):
 
 def tensorboard_scalars(folder, stage):
     """The stage's TensorBoard events files and their scalars: (files, {tag: [(step, value)]})."""
-    board = folder / "logs" / "tensorboard" / f"model_{stage}"
-    files = sorted(board.glob("events.out.tfevents.*"))
-    scalars = {}
-    for path in files:
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append(
-                    (event.step, float(tf.make_ndarray(value.tensor))))
-    return files, scalars
+    return events_scalars(folder / "logs" / "tensorboard" / f"model_{stage}")
 
 
 def assert_resumed_like(folder, reference, stage):
